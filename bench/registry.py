@@ -1,0 +1,136 @@
+"""Scenario registry: a frozen config dataclass plus a builder, registered by name.
+
+    @dataclass(frozen=True)
+    class AttentionConfig:
+        batch_size: int = 8
+        seq_len: int = 512
+        ...
+
+    @register_scenario(
+        "attention",
+        config=AttentionConfig,
+        presets={"tiny": {"batch_size": 2, "seq_len": 16}, "default": {}, "large": {...}},
+        description="multi-head self-attention (dlcore.MultiHeadAttention)",
+    )
+    def build_attention(cfg: AttentionConfig, ctx: BuildContext) -> Workload: ...
+
+No exec, no target strings: a scenario is found by name in ``SCENARIOS`` after
+``bench.scenarios`` has been imported (``load_scenarios()`` does that).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import importlib
+import pkgutil
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+MODES: tuple[str, ...] = ("forward", "train")
+PRESETS: tuple[str, ...] = ("tiny", "default", "large")
+
+
+@dataclass(frozen=True)
+class BuildContext:
+    """What a builder needs besides its config: where to put tensors and a seed."""
+
+    device: str = "cpu"  # "cpu", "cuda", "cuda:1", ...
+    mode: str = "train"  # one of MODES
+    seed: int = 0
+    channels_last: bool = False
+
+
+@dataclass(frozen=True)
+class ScenarioSpec:
+    name: str
+    config_cls: type
+    build: Callable[[Any, BuildContext], Any]  # (config, ctx) -> bench.workload.Workload
+    presets: Mapping[str, Mapping[str, Any]]
+    description: str = ""
+    modes: tuple[str, ...] = MODES
+    # modes listed here are reported as `skipped` rows with this reason instead of being run
+    unsupported_modes: Mapping[str, str] = field(default_factory=dict)
+    test_only: bool = False  # hidden from `dlbench list` unless asked
+
+    def parameters(self) -> dict[str, Any]:
+        """Config field name -> default value."""
+        return {f.name: f.default for f in dataclasses.fields(self.config_cls)}
+
+    def make_config(self, preset: str = "default", **overrides: Any) -> Any:
+        """Config for a preset with overrides applied; ValueError names what is wrong."""
+        if preset not in self.presets:
+            raise ValueError(
+                f"preset: unknown preset {preset!r} for scenario {self.name!r}; "
+                f"expected one of {sorted(self.presets)}"
+            )
+        params = self.parameters()
+        unknown = sorted(set(overrides) - set(params))
+        if unknown:
+            raise ValueError(
+                f"scenario {self.name!r} has no parameter(s) {unknown}; its parameters are {sorted(params)}"
+            )
+        values = {**self.presets[preset], **overrides}
+        return self.config_cls(**values)
+
+
+SCENARIOS: dict[str, ScenarioSpec] = {}
+
+
+def register_scenario(
+    name: str,
+    *,
+    config: type,
+    presets: Mapping[str, Mapping[str, Any]],
+    description: str = "",
+    modes: tuple[str, ...] = MODES,
+    unsupported_modes: Mapping[str, str] | None = None,
+    test_only: bool = False,
+) -> Callable[[Callable[[Any, BuildContext], Any]], Callable[[Any, BuildContext], Any]]:
+    """Class-free decorator registering ``builder(config, ctx) -> Workload`` under ``name``."""
+    if not dataclasses.is_dataclass(config):
+        raise TypeError(f"config for scenario {name!r} must be a dataclass, got {config!r}")
+    for p in ("tiny", "default"):
+        if p not in presets:
+            raise ValueError(f"scenario {name!r} must define a {p!r} preset")
+
+    def deco(builder: Callable[[Any, BuildContext], Any]) -> Callable[[Any, BuildContext], Any]:
+        if name in SCENARIOS:
+            raise ValueError(f"scenario {name!r} registered twice")
+        spec = ScenarioSpec(
+            name=name,
+            config_cls=config,
+            build=builder,
+            presets=dict(presets),
+            description=description or ((builder.__doc__ or "").strip().splitlines() or [""])[0],
+            modes=modes,
+            unsupported_modes=dict(unsupported_modes or {}),
+            test_only=test_only,
+        )
+        for preset_name in spec.presets:
+            spec.make_config(preset_name)  # fails at import if a preset names an unknown field
+        SCENARIOS[name] = spec
+        return builder
+
+    return deco
+
+
+def load_scenarios() -> dict[str, ScenarioSpec]:
+    """Import every module of ``bench.scenarios`` so their decorators run."""
+    import bench.scenarios as pkg
+
+    for mod in pkgutil.iter_modules(pkg.__path__):
+        if not mod.name.startswith("_"):
+            importlib.import_module(f"{pkg.__name__}.{mod.name}")
+    return SCENARIOS
+
+
+def get_scenario(name: str) -> ScenarioSpec:
+    """Scenario by name; ValueError suggests the closest names when it is unknown."""
+    load_scenarios()
+    if name in SCENARIOS:
+        return SCENARIOS[name]
+    close = difflib.get_close_matches(name, list(SCENARIOS), n=3, cutoff=0.4)
+    hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+    raise ValueError(f"scenario: unknown scenario {name!r}; known: {sorted(SCENARIOS)}.{hint}")

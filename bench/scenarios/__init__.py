@@ -1,0 +1,1 @@
+"""Benchmark scenarios: one module per workload; each registers itself with bench.registry."""

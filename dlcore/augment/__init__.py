@@ -1,0 +1,1 @@
+"""dlcore.augment: MixUp and CutMix."""

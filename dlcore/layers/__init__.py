@@ -1,0 +1,1 @@
+"""dlcore.layers: Transformer and ResNet building blocks (import them from ``dlcore``)."""

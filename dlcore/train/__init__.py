@@ -1,0 +1,1 @@
+"""dlcore.train: AMP, activation checkpointing, early stopping, the training loop."""
