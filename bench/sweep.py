@@ -1,0 +1,109 @@
+"""Sweep files: a TOML description of one scenario's grid, run with ``dlbench run --sweep FILE.toml``.
+
+    scenario = "attention"          # required
+    preset = "default"              # optional: tiny | default | large
+    device = "cpu"                  # optional: cpu | cuda | cuda:N
+
+    [axes]                          # each value: a list (a grid axis) or a single value
+    mode = ["forward", "train"]
+    precision = ["fp32", "amp-bf16"]
+    checkpointing = ["none", "full"]
+    batch_size = [4, 8]             # any config field of the scenario
+    seq_len = [128, 256]
+
+    [options]                       # all optional
+    out = "results/attention_sweep.csv"
+    resume = true
+    timeout_s = 600
+    target_rel_ci = 0.02
+    max_time_s = 5.0
+    seed = 0
+    channels_last = false
+    isolation = true
+
+Command-line options given explicitly override the file (``--max-time 1`` beats ``max_time_s``).
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+TOP_KEYS = frozenset({"scenario", "preset", "device", "description", "axes", "options"})
+GRID_AXES = frozenset({"mode", "precision", "checkpointing"})
+OPTION_KEYS = frozenset(
+    {"out", "resume", "timeout_s", "target_rel_ci", "max_time_s", "seed", "channels_last", "isolation"}
+)
+
+
+class SweepError(ValueError):
+    """A sweep file that cannot be read or does not follow the format."""
+
+
+@dataclass(frozen=True)
+class Sweep:
+    """A parsed sweep file (values are as TOML typed them; the API checks them against the scenario)."""
+
+    path: Path
+    scenario: str
+    preset: str | None = None
+    device: str | None = None
+    modes: list[str] | None = None
+    precisions: list[str] | None = None
+    checkpointing: list[str] | None = None
+    params: dict[str, list[Any]] = field(default_factory=dict)
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+def _as_list(name: str, value: Any) -> list[Any]:
+    values = value if isinstance(value, list) else [value]
+    if not values:
+        raise SweepError(f"axes.{name}: empty list")
+    for v in values:
+        if isinstance(v, dict | list):
+            raise SweepError(f"axes.{name}: values must be numbers, strings or booleans, got {v!r}")
+    return values
+
+
+def load_sweep(path: Path | str) -> Sweep:
+    """Parse and shape-check a sweep file; ``SweepError`` names the offending key."""
+    p = Path(path)
+    try:
+        data = tomllib.loads(p.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise SweepError(f"--sweep: no such file {str(p)!r}") from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SweepError(f"--sweep: cannot read {str(p)!r}: {exc}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise SweepError(f"--sweep: {p} is not valid TOML: {exc}") from exc
+    unknown = sorted(set(data) - TOP_KEYS)
+    if unknown:
+        raise SweepError(f"--sweep: {p}: unknown key(s) {unknown}; expected {sorted(TOP_KEYS)}")
+    scenario = data.get("scenario")
+    if not isinstance(scenario, str) or not scenario:
+        raise SweepError(f"--sweep: {p}: 'scenario = \"<name>\"' is required")
+    for key in ("preset", "device"):
+        if key in data and not isinstance(data[key], str):
+            raise SweepError(f"--sweep: {p}: {key} must be a string")
+    axes = data.get("axes", {})
+    options = data.get("options", {})
+    if not isinstance(axes, dict) or not isinstance(options, dict):
+        raise SweepError(f"--sweep: {p}: [axes] and [options] must be tables")
+    bad_opts = sorted(set(options) - OPTION_KEYS)
+    if bad_opts:
+        raise SweepError(f"--sweep: {p}: unknown option(s) {bad_opts}; expected {sorted(OPTION_KEYS)}")
+    lists = {name: _as_list(name, value) for name, value in axes.items()}
+    grid = {k: [str(v) for v in lists.pop(k)] for k in GRID_AXES if k in lists}
+    return Sweep(
+        path=p,
+        scenario=scenario,
+        preset=data.get("preset"),
+        device=data.get("device"),
+        modes=grid.get("mode"),
+        precisions=grid.get("precision"),
+        checkpointing=grid.get("checkpointing"),
+        params=lists,
+        options=dict(options),
+    )

@@ -1,0 +1,140 @@
+"""The results schema, the crash-safe CSV writer and the sweep-file format (no child processes)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import re
+
+import pandas as pd
+import pytest
+
+from bench import results
+from bench.sweep import SweepError, load_sweep
+
+REQUIRED = (
+    "schema_version, run_id, timestamp, scenario, mode, precision, checkpointing, parallel, world_size, "
+    "batch_size, device, device_name, torch_version, git_commit, status, reason, n_samples, time_median_ms, "
+    "time_ci_low_ms, time_ci_high_ms, time_iqr_ms, throughput, throughput_unit, flops_per_step, "
+    "achieved_tflops, peak_tflops_measured, mfu, peak_mem_bytes, mem_fwd_peak_bytes, mem_bwd_peak_bytes, "
+    "mem_opt_peak_bytes, mem_params_bytes, mem_grads_bytes, mem_optimizer_bytes, mem_activations_bytes"
+).split(", ")
+ALSO = ["time_cv", "noisy", "preset", "mfu_datasheet", "peak_tflops_datasheet", "cuda_reserved_peak_bytes"]
+ENV_KEYS = [
+    "device", "device_name", "torch_version", "git_commit", "python_version", "os", "hostname", "cpu_model",
+    "cpu_count", "threads", "cuda_version", "cudnn_version", "gpu_driver", "gpu_clock_sm_mhz",
+    "gpu_clock_mem_mhz", "gpu_count", "allow_tf32",
+]  # fmt: skip
+
+
+def test_columns_required_order_then_params():
+    cols = results.columns_for(["batch_size", "seq_len", "causal"])
+    assert cols[: len(REQUIRED)] == REQUIRED
+    for c in ALSO + ENV_KEYS + ["peak_rss_bytes", "stop_reason", "config_key"]:
+        assert c in cols
+    assert cols[-2:] == ["param_seq_len", "param_causal"]
+    assert cols.count("batch_size") == 1
+    assert len(cols) == len(set(cols))
+
+
+def _row(i: int, **kw):
+    return {
+        "schema_version": results.SCHEMA_VERSION,
+        "scenario": "s",
+        "status": "ok",
+        "config_key": f"k{i}",
+        "batch_size": i,
+        "time_median_ms": 1.5 + i,
+        **kw,
+    }
+
+
+def test_writer_header_once_append_and_pandas(tmp_path):
+    path = tmp_path / "sub" / "r.csv"
+    cols = results.columns_for(["batch_size", "seq_len"])
+    w = results.ResultsWriter(path, cols)
+    assert pd.read_csv(path).empty  # header only: already a valid CSV
+    w.append(_row(1, reason="line one\nline two", noisy=True, param_seq_len=8), {"samples_ms": [1.0, 2.0]})
+    w2 = results.ResultsWriter(path, cols)  # reopening appends, no second header
+    w2.append(_row(2, extra={"a": 1}), None)
+    text = path.read_text()
+    assert text.count("schema_version") == 1 and text.endswith("\n")
+    df = results.load_results(path)
+    assert list(df.columns) == cols
+    assert df["batch_size"].tolist() == [1, 2]
+    assert df["reason"][0] == "line one | line two"
+    assert df["noisy"][0] is True or df["noisy"][0] == True  # noqa: E712
+    assert json.loads(df["extra"][1]) == {"a": 1}
+    assert results.completed_keys(path) == {"k1", "k2"}
+    samples = results.load_samples(path)
+    assert samples == [{"run_id": None, "config_key": "k1", "samples_ms": [1.0, 2.0]}]
+    assert results.samples_path_for(path).name == "r.samples.jsonl"
+
+
+def test_writer_rejects_other_columns(tmp_path):
+    path = tmp_path / "r.csv"
+    w = results.ResultsWriter(path, results.columns_for(["batch_size", "seq_len"]))
+    with pytest.raises(results.SchemaMismatchError, match="param_image_size"):
+        w.append(_row(1, param_image_size=3))
+    with pytest.raises(results.SchemaMismatchError, match="different column set"):
+        results.ResultsWriter(path, results.columns_for(["batch_size", "image_size"]))
+    assert path.read_text().count("\n") == 1  # nothing was written by the failed attempts
+
+
+def test_torn_last_line_is_cut_on_reopen(tmp_path):
+    path = tmp_path / "r.csv"
+    cols = results.columns_for(["batch_size"])
+    results.ResultsWriter(path, cols).append(_row(1))
+    with path.open("a") as f:
+        f.write("1,torn-row-without-newline")
+    results.ResultsWriter(path, cols).append(_row(2))
+    assert results.load_results(path)["config_key"].tolist() == ["k1", "k2"]
+
+
+def test_config_key_ignores_param_order_and_names_everything():
+    a = results.config_key(
+        scenario="s", mode="train", precision="fp32", checkpointing="none", device="cpu",
+        params={"b": 2, "a": True},
+    )  # fmt: skip
+    b = results.config_key(
+        scenario="s", mode="train", precision="fp32", checkpointing="none", device="cpu",
+        params={"a": True, "b": 2},
+    )  # fmt: skip
+    assert a == b == "s|train|fp32|none|cpu|cl=false|a=true,b=2"
+
+
+def test_default_out_path_and_latest(tmp_path):
+    t = dt.datetime(2026, 11, 27, 14, 25, 1, tzinfo=dt.UTC)
+    p = results.default_out_path("attention", "cuda:1", torch_version="2.11.0+cu128", now=t, results_dir=tmp_path)
+    assert p.name == "attention_cuda-1_torch2.11.0-cu128_20261127T142501.csv"
+    assert results.latest_out_path("attention", "cuda:1", torch_version="2.11.0+cu128", results_dir=tmp_path) is None
+    later = results.default_out_path(
+        "attention", "cuda:1", torch_version="2.11.0+cu128", now=t + dt.timedelta(hours=1), results_dir=tmp_path
+    )
+    p.write_text("x\n")
+    later.write_text("x\n")
+    (tmp_path / "attention_cuda-1_torch2.11.0-cu128_notes.csv").write_text("x\n")
+    assert results.latest_out_path("attention", "cuda:1", torch_version="2.11.0+cu128", results_dir=tmp_path) == later
+    assert re.fullmatch(r"attention_cpu_torch.+_\d{8}T\d{6}\.csv", results.default_out_path("attention", "cpu").name)
+
+
+def test_sweep_file_format(tmp_path):
+    f = tmp_path / "s.toml"
+    f.write_text(
+        'scenario = "attention"\npreset = "tiny"\n[axes]\nmode = "train"\nprecision = ["fp32", "amp-bf16"]\n'
+        "seq_len = [16, 32]\ncausal = true\n[options]\nmax_time_s = 1.0\nout = 'x.csv'\n"
+    )
+    sw = load_sweep(f)
+    assert (sw.scenario, sw.preset, sw.modes, sw.precisions, sw.checkpointing) == (
+        "attention", "tiny", ["train"], ["fp32", "amp-bf16"], None,
+    )  # fmt: skip
+    assert sw.params == {"seq_len": [16, 32], "causal": [True]}
+    assert sw.options == {"max_time_s": 1.0, "out": "x.csv"}
+    f.write_text('scenario = "attention"\n[options]\nmax_tme_s = 1\n')
+    with pytest.raises(SweepError, match="max_tme_s"):
+        load_sweep(f)
+    f.write_text("[axes]\nmode = ['train']\n")
+    with pytest.raises(SweepError, match="scenario"):
+        load_sweep(f)
+    with pytest.raises(SweepError, match="no such file"):
+        load_sweep(tmp_path / "missing.toml")
