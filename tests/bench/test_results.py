@@ -105,17 +105,17 @@ def test_config_key_ignores_param_order_and_names_everything():
 
 def test_default_out_path_and_latest(tmp_path):
     t = dt.datetime(2026, 11, 27, 14, 25, 1, tzinfo=dt.UTC)
-    p = results.default_out_path("attention", "cuda:1", torch_version="2.11.0+cu128", now=t, results_dir=tmp_path)
+    kw = {"torch_version": "2.11.0+cu128", "results_dir": tmp_path}
+    p = results.default_out_path("attention", "cuda:1", now=t, **kw)
     assert p.name == "attention_cuda-1_torch2.11.0-cu128_20261127T142501.csv"
-    assert results.latest_out_path("attention", "cuda:1", torch_version="2.11.0+cu128", results_dir=tmp_path) is None
-    later = results.default_out_path(
-        "attention", "cuda:1", torch_version="2.11.0+cu128", now=t + dt.timedelta(hours=1), results_dir=tmp_path
-    )
+    assert results.latest_out_path("attention", "cuda:1", **kw) is None
+    later = results.default_out_path("attention", "cuda:1", now=t + dt.timedelta(hours=1), **kw)
     p.write_text("x\n")
     later.write_text("x\n")
     (tmp_path / "attention_cuda-1_torch2.11.0-cu128_notes.csv").write_text("x\n")
-    assert results.latest_out_path("attention", "cuda:1", torch_version="2.11.0+cu128", results_dir=tmp_path) == later
-    assert re.fullmatch(r"attention_cpu_torch.+_\d{8}T\d{6}\.csv", results.default_out_path("attention", "cpu").name)
+    assert results.latest_out_path("attention", "cuda:1", **kw) == later
+    name = results.default_out_path("attention", "cpu").name
+    assert re.fullmatch(r"attention_cpu_torch.+_\d{8}T\d{6}\.csv", name)
 
 
 def test_sweep_file_format(tmp_path):
