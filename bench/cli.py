@@ -1,6 +1,14 @@
-"""The ``dlbench`` command line: a thin Typer layer, each command calling one library function."""
+"""The ``dlbench`` command line: a thin Typer layer, each command calling one library function.
+
+Exit codes: 0 every configuration ok or skipped; 1 some configuration failed (error, oom, timeout);
+2 bad usage (the message names the problem; nothing was run); 130 interrupted.
+"""
 
 from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
 
 import typer
 
@@ -31,6 +39,167 @@ def _root(
     ),
 ) -> None:
     """dlbench: honest numbers for PyTorch training techniques on your hardware."""
+
+
+def _usage_error(message: str) -> typer.Exit:
+    typer.secho(f"Error: {message}", err=True, fg=typer.colors.RED)
+    return typer.Exit(2)
+
+
+@app.command("list")
+def list_cmd(
+    all_: Annotated[
+        bool, typer.Option("--all", help="Also show test-only scenarios (names start with _).")
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")] = False,
+) -> None:
+    """List scenarios with their parameters (defaults) and presets."""
+    from bench.api import list_scenarios
+
+    scenarios = list_scenarios(include_test_only=all_)
+    if as_json:
+        typer.echo(json.dumps(scenarios, indent=2, default=str))
+        return
+    for s in scenarios:
+        typer.secho(s["name"], bold=True, nl=False)
+        typer.echo(f"  {s['description']}")
+        typer.echo("    parameters: " + " ".join(f"{k}={v}" for k, v in s["parameters"].items()))
+        for preset, overrides in s["presets"].items():
+            shown = " ".join(f"{k}={v}" for k, v in overrides.items()) or "(the defaults)"
+            typer.echo(f"    preset {preset}: {shown}")
+        typer.echo(f"    modes: {', '.join(s['modes'])}")
+        for mode, why in s["unsupported_modes"].items():
+            typer.echo(f"    skipped mode {mode}: {why}")
+
+
+@app.command("env")
+def env_cmd(
+    device: Annotated[
+        str | None, typer.Option("--device", help="cpu, cuda, cuda:N. [default: cuda if available]")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Print the environment fingerprint that goes into every result row."""
+    from bench.api import UsageError, env
+
+    try:
+        fp = env(device)
+    except UsageError as exc:
+        raise _usage_error(str(exc)) from None
+    if as_json:
+        typer.echo(json.dumps(fp, indent=2, default=str))
+        return
+    width = max(len(k) for k in fp)
+    for k, v in fp.items():
+        typer.echo(f"{k:<{width}}  {'' if v is None else v}")
+
+
+_LIST_HELP = "Comma-separated values are a grid axis."
+
+
+@app.command("run")
+def run_cmd(
+    scenario: Annotated[
+        str | None, typer.Argument(help="Scenario name (see `dlbench list`); optional with --sweep.")
+    ] = None,
+    mode: Annotated[
+        str | None, typer.Option("--mode", help="forward, train. [default: forward,train]")
+    ] = None,
+    precision: Annotated[
+        str | None, typer.Option("--precision", help="fp32, amp-bf16, amp-fp16. [default: fp32]")
+    ] = None,
+    amp: Annotated[
+        bool, typer.Option("--amp", help="Add the device's preferred AMP (bf16 on CPU and Ampere+).")
+    ] = False,
+    checkpointing: Annotated[
+        str | None, typer.Option("--checkpointing", help="none, full. [default: none]")
+    ] = None,
+    batch_size: Annotated[
+        str | None, typer.Option("--batch-size", help=f"batch_size parameter. {_LIST_HELP}")
+    ] = None,
+    seq_len: Annotated[str | None, typer.Option("--seq-len", help=f"seq_len parameter. {_LIST_HELP}")] = None,
+    image_size: Annotated[
+        str | None, typer.Option("--image-size", help=f"image_size parameter. {_LIST_HELP}")
+    ] = None,
+    width: Annotated[str | None, typer.Option("--width", help=f"width parameter. {_LIST_HELP}")] = None,
+    depth: Annotated[str | None, typer.Option("--depth", help=f"depth parameter. {_LIST_HELP}")] = None,
+    param: Annotated[
+        list[str] | None, typer.Option("--param", "-p", help=f"KEY=VALUE for any parameter. {_LIST_HELP}")
+    ] = None,
+    preset: Annotated[
+        str | None, typer.Option("--preset", help="tiny, default, large. [default: default]")
+    ] = None,
+    device: Annotated[
+        str | None, typer.Option("--device", help="cpu, cuda, cuda:N. [default: cuda if available]")
+    ] = None,
+    sweep: Annotated[
+        Path | None, typer.Option("--sweep", help="TOML sweep file (scenario, axes, options).")
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", help="CSV to append to. [default: results/<scenario>_...csv]")
+    ] = None,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Skip configurations already in the output file.")
+    ] = False,
+    timeout: Annotated[
+        float | None, typer.Option("--timeout", help="Seconds per configuration. [default: 600]")
+    ] = None,
+    target_ci: Annotated[
+        float | None, typer.Option("--target-ci", help="Relative 95% CI target. [default: 0.02]")
+    ] = None,
+    max_time: Annotated[
+        float | None, typer.Option("--max-time", help="Seconds of timed steps per config. [default: 5]")
+    ] = None,
+    seed: Annotated[
+        int | None, typer.Option("--seed", help="Seed for building workloads. [default: 0]")
+    ] = None,
+    no_isolation: Annotated[
+        bool, typer.Option("--no-isolation", help="Run in this process (debugging).")
+    ] = False,
+    channels_last: Annotated[
+        bool, typer.Option("--channels-last", help="channels_last model and 4-D inputs.")
+    ] = False,
+) -> None:
+    """Measure a scenario over a grid of configurations; one CSV row per configuration."""
+    from bench.api import UsageError, parse_assignments, run
+
+    try:
+        params: dict[str, Any] = dict(parse_assignments(param or []))
+        for name, value in (
+            ("batch_size", batch_size),
+            ("seq_len", seq_len),
+            ("image_size", image_size),
+            ("width", width),
+            ("depth", depth),
+        ):
+            if value is not None:
+                params[name] = value  # a comma list, split by the API
+        summary = run(
+            scenario,
+            sweep=sweep,
+            preset=preset,
+            modes=mode,
+            precisions=precision,
+            amp=amp,
+            checkpointing=checkpointing,
+            params=params,
+            device=device,
+            out=out,
+            resume=resume or None,
+            timeout_s=timeout,
+            target_rel_ci=target_ci,
+            max_time_s=max_time,
+            seed=seed,
+            isolation=False if no_isolation else None,
+            channels_last=channels_last or None,
+        )
+    except UsageError as exc:
+        raise _usage_error(str(exc)) from None
+    except KeyboardInterrupt:
+        typer.secho("interrupted: finished rows are in the CSV; rerun with --resume to go on", err=True)
+        raise typer.Exit(130) from None
+    summary.print()
+    raise typer.Exit(summary.exit_code)
 
 
 def main() -> None:

@@ -77,6 +77,8 @@ CORE_COLUMNS: tuple[str, ...] = (
     "mem_optimizer_bytes",
     "mem_activations_bytes",
     # --- beyond the minimum ---
+    "mem_buffers_bytes",
+    "mem_inputs_bytes",
     "time_cv",
     "noisy",
     "stop_reason",

@@ -1,0 +1,186 @@
+"""What a person sees during and after ``dlbench run``: a progress bar, then a summary table.
+
+The progress bar goes to stderr (so ``dlbench run ... > summary.txt`` keeps only the table); each
+finished configuration is logged above the bar with its status and median time. The summary is a
+rich table (config, status, median +- CI, throughput, MFU, peak memory), a WARNING line for every
+row too noisy to trust, the reasons of failed rows, and where the CSV and samples went.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    SpinnerColumn,
+    TextColumn,
+    TimeElapsedColumn,
+)
+from rich.table import Table
+
+if TYPE_CHECKING:
+    from bench.api import RunSummary
+    from bench.runner import RunConfig
+
+_STATUS_STYLE = {"ok": "green", "skipped": "yellow", "oom": "red", "error": "red", "timeout": "red"}
+
+
+def _num(v: Any) -> float | None:
+    if v is None or isinstance(v, bool):
+        return None
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return None
+    return None if math.isnan(f) else f
+
+
+def fmt_time(row: dict[str, Any]) -> str:
+    """``12.34 ms ± 0.21`` (the larger side of the 95% CI of the median)."""
+    med, lo, hi = (_num(row.get(k)) for k in ("time_median_ms", "time_ci_low_ms", "time_ci_high_ms"))
+    if med is None:
+        return "-"
+    if lo is None or hi is None:
+        return f"{med:.3g} ms"
+    half = max(med - lo, hi - med)
+    return f"{med:.4g} ms ± {half:.2g}"
+
+
+def fmt_si(value: Any, unit: str = "") -> str:
+    """``1.23k tokens/s`` style numbers."""
+    v = _num(value)
+    if v is None:
+        return "-"
+    for scale, prefix in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(v) >= scale:
+            return f"{v / scale:.3g}{prefix} {unit}".rstrip()
+    return f"{v:.3g} {unit}".rstrip()
+
+
+def fmt_bytes(value: Any) -> str:
+    """``12.3 MiB``."""
+    v = _num(value)
+    if v is None:
+        return "-"
+    for scale, unit in ((2**30, "GiB"), (2**20, "MiB"), (2**10, "KiB")):
+        if v >= scale:
+            return f"{v / scale:.3g} {unit}"
+    return f"{int(v)} B"
+
+
+def fmt_pct(value: Any) -> str:
+    v = _num(value)
+    return "-" if v is None else f"{v:.1%}"
+
+
+class RunProgress:
+    """A rich progress bar across configurations, used as ``execute``'s on_start/on_done hooks."""
+
+    def __init__(
+        self, scenario: str, total: int, varying: Sequence[str], *, console: Console | None = None
+    ) -> None:
+        self.console = console or Console(stderr=True)
+        self.scenario = scenario
+        self.varying = list(varying)
+        self.progress = Progress(
+            SpinnerColumn(),
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=self.console,
+            transient=False,
+        )
+        self.task = self.progress.add_task(scenario, total=total)
+
+    def __enter__(self) -> RunProgress:
+        self.progress.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.progress.stop()
+
+    def start(self, i: int, cfg: RunConfig) -> None:
+        self.progress.update(self.task, description=f"{self.scenario} {cfg.label(self.varying)}")
+
+    def done(self, i: int, cfg: RunConfig, row: dict[str, Any] | None) -> None:
+        label = cfg.label(self.varying)
+        if row is None:
+            self.progress.console.print(f"  [dim]{label}: already in the file (--resume), not run again[/]")
+        else:
+            status = row["status"]
+            style = _STATUS_STYLE.get(status, "white")
+            detail = fmt_time(row) if status == "ok" else (row.get("reason") or "")[:120]
+            self.progress.console.print(f"  {label}: [{style}]{status}[/] {detail}")
+        self.progress.advance(self.task)
+
+
+def _label(summary: RunSummary, row: dict[str, Any]) -> str:
+    for cfg in summary.configs:
+        if cfg.key == row.get("config_key"):
+            return cfg.label(summary.varying)
+    return f"{row.get('mode')} {row.get('precision')}"
+
+
+def summary_table(summary: RunSummary) -> Table:
+    """One line per configuration run: config, status, median ± CI, throughput, MFU, peak memory."""
+    table = Table(title=f"dlbench run {summary.scenario}  (run {summary.run_id})", title_justify="left")
+    for col, just in (
+        ("config", "left"),
+        ("status", "left"),
+        ("median ± 95% CI", "right"),
+        ("throughput", "right"),
+        ("TFLOP/s", "right"),
+        ("MFU", "right"),
+        ("peak mem", "right"),
+    ):
+        table.add_column(col, justify=just)  # type: ignore[arg-type]
+    for row in summary.rows:
+        label = _label(summary, row)
+        status = row["status"]
+        style = _STATUS_STYLE.get(status, "white")
+        flag = " [yellow](noisy)[/]" if row.get("noisy") else ""
+        unit = row.get("throughput_unit") or ""
+        table.add_row(
+            label,
+            f"[{style}]{status}[/]{flag}",
+            fmt_time(row),
+            fmt_si(row.get("throughput"), unit),
+            fmt_si(row.get("achieved_tflops")) if row.get("achieved_tflops") is not None else "-",
+            fmt_pct(row.get("mfu")),
+            fmt_bytes(row.get("peak_mem_bytes")),
+        )
+    return table
+
+
+def print_summary(summary: RunSummary, console: Console | None = None) -> None:
+    """Print the table, then noisy warnings, failure reasons and where the results are."""
+    con = console or Console()
+    if summary.rows:
+        con.print(summary_table(summary))
+    for row in summary.noisy:
+        why = row.get("reason") or "CI wider than the target"
+        con.print(
+            f"[bold yellow]WARNING[/]: {_label(summary, row)} is too noisy to trust ({why}); "
+            "rerun on a quieter machine or raise --max-time",
+            soft_wrap=True,
+        )
+    for row in summary.rows:
+        if row["status"] != "ok" and row.get("reason"):
+            style = _STATUS_STYLE.get(row["status"], "white")
+            con.print(
+                f"[{style}]{row['status']}[/] {_label(summary, row)}: {row['reason']}",
+                soft_wrap=True,
+            )
+    counts = ", ".join(f"{n} {s}" for s, n in sorted(summary.counts.items()))
+    if summary.resumed:
+        counts += f"{', ' if counts else ''}{summary.resumed} already done (--resume)"
+    con.print(
+        f"{len(summary.rows)} row(s) written ({counts or 'none'}) to {summary.csv_path}", soft_wrap=True
+    )
+    con.print(f"raw samples: {summary.samples_path}", soft_wrap=True)

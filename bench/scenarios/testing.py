@@ -1,0 +1,146 @@
+"""Test-only scenarios (hidden from ``dlbench list`` unless ``--all``) that exercise the runner.
+
+- ``_linear``: one ``nn.Linear(in_features, out_features, bias=False)`` with AdamW, so memory and
+  FLOPs have closed forms: params = grads = in*out*4 bytes (fp32), AdamW state = 2*params (+ one
+  scalar ``step`` tensor), forward FLOPs = 2*B*in*out.
+- ``_crash``: ``os.abort()`` when built (``where="build"``) or when its step runs (``where="step"``);
+  ``where="never"`` is ``_linear``. Only aborts inside a runner child process (``DLBENCH_CHILD=1``);
+  in-process (``--no-isolation``, or a test importing it) it raises ``RuntimeError`` instead, so
+  it cannot take the caller down.
+- ``_sleep``: sleeps ``seconds`` while building, to run past the runner's timeout.
+- ``_oom``: raises ``torch.OutOfMemoryError`` when built (``where="build"``) or run (``"step"``).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from bench.child import CHILD_ENV_VAR
+from bench.registry import BuildContext, register_scenario
+from bench.workload import Workload
+
+
+def in_child_process() -> bool:
+    """True inside a ``bench.child`` process started by the runner."""
+    return os.environ.get(CHILD_ENV_VAR) == "1"
+
+
+def _abort(what: str) -> None:
+    if in_child_process():
+        os.abort()
+    raise RuntimeError(f"_crash: would os.abort() {what}; refusing outside a dlbench child process")
+
+
+@dataclass(frozen=True)
+class LinearConfig:
+    """``nn.Linear(in_features, out_features, bias=False)`` on a (batch_size, in_features) batch."""
+
+    batch_size: int = 4
+    in_features: int = 64
+    out_features: int = 32
+
+
+def build_linear_workload(cfg: LinearConfig, ctx: BuildContext) -> Workload:
+    """The ``_linear`` workload; AdamW only in train mode so forward mode holds params alone."""
+    torch.manual_seed(ctx.seed)
+    model = nn.Linear(cfg.in_features, cfg.out_features, bias=False, device=ctx.device)
+    x = torch.randn(cfg.batch_size, cfg.in_features, device=ctx.device)  # (B, in)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3) if ctx.mode == "train" else None
+    return Workload(
+        model=model,
+        inputs=(x,),
+        optimizer=opt,
+        items_per_step=cfg.batch_size,
+        unit="samples",
+        extra={"n_params": cfg.in_features * cfg.out_features},
+    )
+
+
+_TINY = {"tiny": {}, "default": {}}
+
+
+@register_scenario(
+    "_linear", config=LinearConfig, presets=_TINY, test_only=True, description="test: one nn.Linear"
+)
+def build_linear(cfg: LinearConfig, ctx: BuildContext) -> Workload:
+    """One bias-free ``nn.Linear`` with AdamW: closed-form memory and FLOPs."""
+    return build_linear_workload(cfg, ctx)
+
+
+@dataclass(frozen=True)
+class CrashConfig:
+    """Where to abort: "build", "step" or "never"."""
+
+    batch_size: int = 2
+    where: str = "build"
+
+    def __post_init__(self) -> None:
+        if self.where not in ("build", "step", "never"):
+            raise ValueError(f"where: expected 'build', 'step' or 'never', got {self.where!r}")
+
+
+@register_scenario(
+    "_crash", config=CrashConfig, presets=_TINY, test_only=True, description="test: os.abort() in the child"
+)
+def build_crash(cfg: CrashConfig, ctx: BuildContext) -> Workload:
+    """Abort the child process while building or running; ``where="never"`` runs ``_linear``."""
+    if cfg.where == "build":
+        _abort("while building")
+    w = build_linear_workload(LinearConfig(batch_size=cfg.batch_size), ctx)
+    if cfg.where == "step":
+
+        def crash_step() -> None:
+            _abort("while running a step")
+
+        w.custom_step = crash_step
+    return w
+
+
+@dataclass(frozen=True)
+class SleepConfig:
+    """Sleep ``seconds`` while building (then run ``_linear``)."""
+
+    batch_size: int = 1
+    seconds: float = 60.0
+
+
+@register_scenario(
+    "_sleep", config=SleepConfig, presets=_TINY, test_only=True, description="test: sleeps past the timeout"
+)
+def build_sleep(cfg: SleepConfig, ctx: BuildContext) -> Workload:
+    """Sleep, then build ``_linear``: with ``seconds`` above the runner's timeout this times out."""
+    time.sleep(cfg.seconds)
+    return build_linear_workload(LinearConfig(batch_size=cfg.batch_size), ctx)
+
+
+@dataclass(frozen=True)
+class OomConfig:
+    """Where to raise ``torch.OutOfMemoryError``: "build" or "step"."""
+
+    batch_size: int = 2
+    where: str = "build"
+
+    def __post_init__(self) -> None:
+        if self.where not in ("build", "step"):
+            raise ValueError(f"where: expected 'build' or 'step', got {self.where!r}")
+
+
+def _raise_oom() -> None:
+    raise torch.OutOfMemoryError("_oom: simulated out of memory (tried to allocate 1.00 TiB)")
+
+
+@register_scenario(
+    "_oom", config=OomConfig, presets=_TINY, test_only=True, description="test: raises OutOfMemoryError"
+)
+def build_oom(cfg: OomConfig, ctx: BuildContext) -> Workload:
+    """Raise ``torch.OutOfMemoryError`` while building or on every step."""
+    if cfg.where == "build":
+        _raise_oom()
+    w = build_linear_workload(LinearConfig(batch_size=cfg.batch_size), ctx)
+    w.custom_step = _raise_oom
+    return w
