@@ -261,7 +261,12 @@ class AdamWWithWarmup(torch.optim.AdamW):
         return int(self.param_groups[0]["schedule_step"]) if self.param_groups else 0
 
     def step(self, closure: Callable[[], float] | None = None) -> float | None:  # type: ignore[override]
-        """One AdamW update with the scheduled lr of this step, then advance the schedule."""
+        """One AdamW update with the scheduled lr of this step, then advance the schedule.
+
+        A step that ``torch.amp.GradScaler`` skips for inf/NaN gradients (it hands the fused kernel a
+        ``found_inf`` flag) does not advance the schedule, as torch does not advance the per-parameter
+        step count either; reading that flag costs one device sync, only when a GradScaler is used.
+        """
         for i, group in enumerate(self.param_groups):
             if "initial_lr" in group:
                 raise RuntimeError(
@@ -279,6 +284,9 @@ class AdamWWithWarmup(torch.optim.AdamW):
                     "'warmup_steps' and 'total_steps' instead, or use torch.optim.AdamW with a scheduler."
                 )
         loss = _unhooked_adamw_step()(self, closure)
+        found_inf = getattr(self, "found_inf", None)  # set by torch.amp.GradScaler for fused optimizers
+        if isinstance(found_inf, torch.Tensor) and bool(found_inf.item()):
+            return loss  # the kernel skipped the update (inf/NaN grads): the schedule does not advance
         for group in self.param_groups:
             group["schedule_step"] += 1
             group["lr"] = self._scheduled_lr(group, group["schedule_step"] + 1)

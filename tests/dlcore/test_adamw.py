@@ -268,6 +268,23 @@ def test_falls_back_to_torch_default_when_fused_is_unsupported() -> None:
     torch.testing.assert_close(z, z_ref)
 
 
+def test_step_skipped_by_grad_scaler_does_not_advance_the_schedule() -> None:
+    p = nn.Parameter(torch.ones(3))
+    opt = AdamWWithWarmup([p], lr=0.1, warmup_steps=4, total_steps=10)
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0)
+    scaler.scale(torch.ones(()))  # initialises the scale
+    p.grad = torch.full_like(p, math.inf)
+    scaler.step(opt)  # fused optimizer: the scaler hands it found_inf and the kernel skips the update
+    scaler.update()
+    assert opt.schedule_step == 0 and opt.get_last_lr() == [0.1 / 4]
+    torch.testing.assert_close(p.detach(), torch.ones(3))
+    p.grad = torch.ones_like(p)
+    scaler.scale(torch.ones(()))
+    scaler.step(opt)
+    assert opt.schedule_step == 1 and opt.get_last_lr() == [0.2 / 4]
+    assert not torch.equal(p.detach(), torch.ones(3))
+
+
 def test_step_hooks_run_once_per_step() -> None:
     torch.optim.AdamW(make_model().parameters())  # makes torch wrap AdamW.step in its hook runner
     model = make_model()
