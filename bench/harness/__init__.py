@@ -1,20 +1,24 @@
 """The measuring harness: every "how" of measuring a step lives here.
 
 * ``timing``  -- ``time_step`` (adaptive sampling to a CI target) -> ``TimingResult`` with raw samples
+* ``memory``  -- ``measure_memory`` (per-phase peaks; params / grads / optimizer / activations bytes)
 * ``flops``   -- ``count_flops`` / ``count_flops_by_phase`` (FlopCounterMode, causal attention halved)
 * ``env``     -- ``env_fingerprint`` (environment columns for every result row)
 """
 
 from bench.harness.env import ENV_KEYS, env_fingerprint
 from bench.harness.flops import count_flops, count_flops_by_phase
+from bench.harness.memory import MemoryResult, measure_memory
 from bench.harness.timing import TimingResult, median_ci, time_step
 
 __all__ = [
     "ENV_KEYS",
+    "MemoryResult",
     "TimingResult",
     "count_flops",
     "count_flops_by_phase",
     "env_fingerprint",
+    "measure_memory",
     "median_ci",
     "time_step",
 ]
