@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import time
 
+import pytest
 import torch
 
-from bench.harness import env
+from bench.harness import env, peak
 from bench.harness.env import ENV_KEYS, env_fingerprint
 
 EXPECTED_KEYS = [
@@ -58,3 +60,65 @@ def test_git_commit_format(tmp_path) -> None:
     commit = env.git_commit()
     assert commit == "unknown" or len(commit.removesuffix("-dirty")) == 40
     assert env.git_commit(str(tmp_path)) == "unknown"  # not a git tree
+
+
+# --- peak -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "precision", "expected"),
+    [
+        ("NVIDIA H100 80GB HBM3", "amp-bf16", 989.4),
+        ("NVIDIA H100 80GB HBM3", "amp-fp16", 989.4),
+        ("NVIDIA H100 80GB HBM3", "tf32", 494.7),
+        ("NVIDIA H100 80GB HBM3", "fp32", 66.9),
+        ("NVIDIA H100 SXM5 80GB", "bf16", 989.4),
+        ("NVIDIA H100 PCIe", "amp-bf16", 756.0),
+        ("NVIDIA H200", "amp-bf16", 989.4),
+        ("NVIDIA H200", "fp32", 66.9),
+        ("NVIDIA A100-SXM4-80GB", "amp-bf16", 312.0),
+        ("NVIDIA A100-PCIE-40GB", "fp32", 19.5),
+        ("NVIDIA L4", "amp-fp16", 121.0),
+        ("NVIDIA H100 NVL", "amp-bf16", None),
+        ("NVIDIA H200 NVL", "amp-bf16", None),
+        ("AMD EPYC", "fp32", None),
+        ("Some Future GPU", "amp-bf16", None),
+    ],
+)
+def test_datasheet_peak(name: str, precision: str, expected: float | None) -> None:
+    assert peak.datasheet_peak_tflops(name, precision) == expected
+
+
+def test_datasheet_rejects_unknown_precision() -> None:
+    with pytest.raises(ValueError, match="precision"):
+        peak.datasheet_peak_tflops("NVIDIA H100 80GB HBM3", "int8")
+
+
+def test_matmul_precision_on_cpu() -> None:
+    assert peak.matmul_precision("fp32", "cpu") == "fp32"
+    assert peak.matmul_precision("amp-bf16", "cpu") == "bf16"
+
+
+def test_measured_peak_is_cached_and_reused(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DLBENCH_CACHE_DIR", str(tmp_path))
+    first = peak.measured_peak_tflops("cpu", "fp32", size=128)
+    assert first > 0
+    path = tmp_path / peak.CACHE_FILE
+    data = json.loads(path.read_text())
+    (key,) = [k for k in data if k.startswith("matmul|")]
+    assert "torch.float32" in key and "n=128" in key and f"threads={torch.get_num_threads()}" in key
+    data[key]["value"] = 123.0  # a value no CPU measures: reading it back proves the cache is used
+    path.write_text(json.dumps(data))
+    assert peak.measured_peak_tflops("cpu", "fp32", size=128) == 123.0
+    assert peak.measured_peak_tflops("cpu", "fp32", size=128, cache=False) != 123.0
+    # another dtype is another key
+    assert peak.measured_peak_tflops("cpu", "amp-bf16", size=128) > 0
+    assert len(json.loads(path.read_text())) == 2
+
+
+def test_measured_copy_bandwidth_is_cached(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DLBENCH_CACHE_DIR", str(tmp_path))
+    gbs = peak.measured_copy_bandwidth_gbs("cpu", nbytes=1 << 20)
+    assert gbs > 0
+    assert peak.measured_copy_bandwidth_gbs("cpu", nbytes=1 << 20) == gbs
+    assert any(k.startswith("copy|") for k in json.loads((tmp_path / peak.CACHE_FILE).read_text()))
