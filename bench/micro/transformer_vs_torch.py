@@ -27,6 +27,7 @@ import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -115,8 +116,10 @@ def run(args: argparse.Namespace) -> list[CaseResult]:
         ))
 
     if "enc_train" in args.cases or "enc_infer" in args.cases:
-        kw = dict(dim_feedforward=ffn, dropout=args.dropout, activation=args.activation, batch_first=True,
-                  norm_first=args.norm_first)
+        kw: dict[str, Any] = dict(
+            dim_feedforward=ffn, dropout=args.dropout, activation=args.activation, batch_first=True,
+            norm_first=args.norm_first,
+        )
         ref_l = nn.TransformerEncoderLayer(e, h, **kw)
         ours_l = dlcore.TransformerEncoderLayer(e, h, **kw)
         ours_l.load_state_dict(ref_l.state_dict())

@@ -25,7 +25,7 @@ mask instead of raising; ``kdim``/``vdim``, ``add_bias_kv`` and ``add_zero_attn`
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -113,7 +113,7 @@ class MultiHeadAttention(nn.Module):
             )
         if not 0.0 <= dropout <= 1.0:
             raise ValueError(f"dropout: got {dropout}, expected a probability in [0, 1]")
-        factory = {"device": device, "dtype": dtype}
+        factory: dict[str, Any] = {"device": device, "dtype": dtype}
         self.embed_dim = embed_dim
         self.kdim = embed_dim
         self.vdim = embed_dim
@@ -131,7 +131,7 @@ class MultiHeadAttention(nn.Module):
         self.out_proj = nn.Linear(embed_dim, embed_dim, bias=bias, **factory)
         self._reset_parameters()
 
-    def __setattr__(self, name: str, value: object) -> None:
+    def __setattr__(self, name: str, value: Any) -> None:
         if name == "attn_impl" and value not in ("sdpa", "math"):
             raise ValueError(f"attn_impl: got {value!r}, expected 'sdpa' or 'math'")
         super().__setattr__(name, value)

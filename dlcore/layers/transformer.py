@@ -21,6 +21,7 @@ from __future__ import annotations
 import copy
 import math
 from collections.abc import Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -105,7 +106,7 @@ class TransformerEncoderLayer(nn.Module):
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
-        factory = {"device": device, "dtype": dtype}
+        factory: dict[str, Any] = {"device": device, "dtype": dtype}
         self.self_attn = MultiHeadAttention(
             d_model, nhead, dropout=dropout, bias=bias, batch_first=batch_first, **factory
         )
@@ -171,7 +172,7 @@ class TransformerDecoderLayer(nn.Module):
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
-        factory = {"device": device, "dtype": dtype}
+        factory: dict[str, Any] = {"device": device, "dtype": dtype}
         self.self_attn = MultiHeadAttention(
             d_model, nhead, dropout=dropout, bias=bias, batch_first=batch_first, **factory
         )
@@ -375,14 +376,14 @@ class Transformer(nn.Module):
         layer_norm_eps: float = 1e-5,
     ) -> None:
         super().__init__()
-        factory = {"device": device, "dtype": dtype}
+        factory: dict[str, Any] = {"device": device, "dtype": dtype}
         self.d_model = d_model
         self.batch_first = batch_first
         self.src_embedding = nn.Embedding(src_vocab_size, d_model, **factory)
         self.tgt_embedding = nn.Embedding(tgt_vocab_size, d_model, **factory)
         self.pos_encoding = SinusoidalPositionalEncoding(d_model, max_len=max_len, dropout=dropout).to(device)
         # layers inside are batch-first; a seq-first model transposes the token ids once at entry
-        layer_kw = dict(
+        layer_kw: dict[str, Any] = dict(
             dim_feedforward=dim_feedforward, dropout=dropout, activation=activation,
             layer_norm_eps=layer_norm_eps, batch_first=True, norm_first=norm_first, **factory,
         )
