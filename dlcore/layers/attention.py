@@ -18,8 +18,9 @@ finite sentinel like ``-1e9``, which overflows fp16), so autocast fp16/bf16 is s
 every key is masked produce zero attention weights and a zero context vector in both paths (as
 torch's SDPA path does; torch's ``need_weights=True`` path returns NaN for such rows instead).
 
-Differences from torch, all supersets: ``is_causal=True`` without ``attn_mask`` builds the causal
-mask instead of raising; ``kdim``/``vdim``, ``add_bias_kv`` and ``add_zero_attn`` are not offered.
+Differences from torch: ``need_weights`` defaults to ``False`` (torch: ``True``, which forces its
+slow path), so pass it explicitly when comparing; ``is_causal=True`` without ``attn_mask`` builds the
+causal mask instead of raising; ``kdim``/``vdim``, ``add_bias_kv`` and ``add_zero_attn`` are not offered.
 """
 
 from __future__ import annotations
