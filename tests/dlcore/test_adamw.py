@@ -386,3 +386,13 @@ def test_trajectory_matches_on_cuda() -> None:
             o.step()
         sched.step()
     assert_same_params(model, ref_model)
+
+
+def test_benchmark_byte_count_and_smoke_run() -> None:
+    from bench.micro.optimizer_bandwidth import adamw_bytes_per_step, main
+
+    params = [torch.zeros(1000), torch.zeros(10, 10, dtype=torch.float64)]
+    assert adamw_bytes_per_step(params) == 7 * 4 * 1000 + 7 * 8 * 100  # read p, g, m, v; write p, m, v
+    report = main(["--params", "4096", "--tensors", "2", "--rounds", "2", "--inner", "1"])
+    assert len(report.ours.seconds) == len(report.torch_fused.seconds) == 2
+    assert report.ours.bytes_per_call == 7 * 4 * 4096 and report.ratio > 0
