@@ -103,3 +103,26 @@ def test_sdpa_in_a_train_step() -> None:
         "backward": attn_bwd + proj,  # weight gradient only: x needs no gradient
         "optimizer": 0,
     }
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("backend", ["FLASH_ATTENTION", "EFFICIENT_ATTENTION", "CUDNN_ATTENTION"])
+@pytest.mark.parametrize("causal", [False, True])
+def test_sdpa_cuda_kernels(backend: str, causal: bool) -> None:
+    b, h, n, d = 2, 4, 256, 64
+    g = torch.Generator(device="cuda").manual_seed(0)
+    q, k, v = (
+        torch.randn(b, h, n, d, device="cuda", dtype=torch.bfloat16, generator=g).requires_grad_()
+        for _ in range(3)
+    )
+    try:
+        with sdpa_kernel(getattr(SDPBackend, backend)), flop_counter() as c:
+            out = F.scaled_dot_product_attention(q, k, v, is_causal=causal)
+    except RuntimeError as e:  # backend not available on this card / build
+        pytest.skip(f"{backend}: {e}")
+    fwd = 4 * b * h * n * n * d
+    assert c.get_total_flops() == (fwd // 2 if causal else fwd), c.get_flop_counts()
+    with flop_counter() as c:
+        out.float().sum().backward()
+    bwd = 10 * b * h * n * n * d
+    assert c.get_total_flops() == (bwd // 2 if causal else bwd), c.get_flop_counts()

@@ -120,3 +120,30 @@ def test_custom_step_and_to_dict() -> None:
     d = json.loads(json.dumps(r.to_dict()))
     assert d["mem_optimizer_bytes"] == r.mem_optimizer_bytes
     assert set(d) >= set(MemoryResult.__dataclass_fields__)
+
+
+def _rounded(nbytes: int) -> int:
+    return -(-nbytes // 512) * 512  # the CUDA caching allocator's block size, as MemTracker counts
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("kind", ["fused", "foreach", "capturable"])
+def test_cuda_memory(kind: str) -> None:
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(256, 512), nn.Linear(512, 128)).cuda()
+    kwargs = {"fused": {"fused": True}, "foreach": {"foreach": True}, "capturable": {"capturable": True}}[
+        kind
+    ]
+    opt = torch.optim.AdamW(model.parameters(), **kwargs)
+    w = Workload(model=model, inputs=(torch.randn(64, 256, device="cuda"),), optimizer=opt)
+    r = measure_memory(make_step(w, mode="train", precision="fp32", device="cuda"), device="cuda")
+    per_tensor = [_rounded(FP32 * p.numel()) for p in model.parameters()]
+    # step counters live on the GPU for fused/capturable, on the CPU (not counted) otherwise
+    steps = 0 if kind == "foreach" else 512 * len(per_tensor)
+    print(f"cuda {kind}: {json.dumps({k: v for k, v in r.to_dict().items() if k != 'per_phase'})}")
+    assert r.method == "cuda+mem_tracker"
+    assert r.mem_params_bytes == r.mem_grads_bytes == sum(per_tensor)
+    assert r.mem_optimizer_bytes == 2 * sum(per_tensor) + steps
+    for d in r.per_phase.values():
+        assert d["cuda_reserved_peak_bytes"] >= d["cuda_allocated_peak_bytes"] >= d["peak_bytes"] > 0
+    assert r.cuda_reserved_peak_bytes is not None and r.cuda_reserved_peak_bytes >= r.peak_mem_bytes

@@ -122,3 +122,24 @@ def test_measured_copy_bandwidth_is_cached(tmp_path, monkeypatch: pytest.MonkeyP
     assert gbs > 0
     assert peak.measured_copy_bandwidth_gbs("cpu", nbytes=1 << 20) == gbs
     assert any(k.startswith("copy|") for k in json.loads((tmp_path / peak.CACHE_FILE).read_text()))
+
+
+@pytest.mark.gpu
+def test_cuda_peak_and_env(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DLBENCH_CACHE_DIR", str(tmp_path))
+    fp = env_fingerprint("cuda")
+    print(f"env: {json.dumps(fp)}")
+    assert list(fp) == EXPECTED_KEYS
+    assert fp["device_name"] and isinstance(fp["cuda_version"], str) and fp["gpu_count"] >= 1
+    assert isinstance(fp["allow_tf32"], bool)
+    name = fp["device_name"]
+    for precision in ("amp-bf16", "fp32"):
+        measured = peak.measured_peak_tflops("cuda", precision)
+        sheet = peak.datasheet_peak_tflops(name, peak.matmul_precision(precision, "cuda"))
+        print(f"{name} {precision}: measured {measured:.1f} TFLOP/s, datasheet {sheet}")
+        assert measured > 0
+        if sheet is not None:
+            assert measured < 1.1 * sheet
+    gbs = peak.measured_copy_bandwidth_gbs("cuda")
+    print(f"{name} copy: {gbs:.0f} GB/s")
+    assert gbs > 0

@@ -135,9 +135,21 @@ def test_fast_step_is_timed_in_blocks(clock: FakeClock) -> None:
     step, calls = _step(clock, iter(lambda: 1_000, None))  # 1 us per call
     r = time_step(step, warmup_iters=3, min_samples=10)
     k = 200  # BLOCK_TARGET_S / 1 us
+    burst = timing.MAX_CALLS_PER_SAMPLE  # 2 ms of 1 us calls, capped: re-estimates the call time
     assert r.calls_per_sample == k
     assert r.samples_ms == [pytest.approx(1e-3)] * r.n  # per call, not per block
-    assert len(calls) == 3 + r.n * k
+    assert r.warmup_iters == 3 + burst
+    assert len(calls) == 3 + burst + r.n * k
+
+
+def test_burst_estimate_ignores_sync_cost(clock: FakeClock, monkeypatch: pytest.MonkeyPatch) -> None:
+    # each synchronization costs 100 us, as on a GPU; a call costs 2 us of (asynchronous) work
+    monkeypatch.setattr(timing, "_sync", lambda device: setattr(clock, "t", clock.t + 100_000))
+    step, _ = _step(clock, iter(lambda: 2_000, None))
+    r = time_step(step, warmup_iters=3, min_samples=10)
+    # warm-up says 102 us/call; bursts of 20, 40, ..., 640, 1000 calls: the last takes 2.1 ms
+    assert r.warmup_iters == 3 + 20 + 40 + 80 + 160 + 320 + 640 + 1000
+    assert r.calls_per_sample == math.ceil(200_000 / 2_100)  # 2.1 us/call, not 102 us
 
 
 def test_min_warmup_s(clock: FakeClock) -> None:
@@ -181,3 +193,30 @@ def test_real_step_smoke() -> None:
     r = time_step(lambda: x @ x, warmup_iters=2, min_samples=5, max_time_s=0.3)
     assert r.stop_reason in timing.STOP_REASONS
     assert r.n >= 1 and all(s > 0 for s in r.samples_ms)
+
+
+@pytest.mark.gpu
+def test_cuda_events_timing() -> None:
+    import time
+
+    import torch
+
+    a = torch.randn(2048, 2048, device="cuda")
+    r = time_step(lambda: a @ a, device="cuda", warmup_iters=3, min_samples=10, max_time_s=2.0)
+    assert r.stop_reason in timing.STOP_REASONS and r.device == "cuda"
+    # the events' median agrees with a synchronized host clock over many calls
+    torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    for _ in range(50):
+        a @ a
+    torch.cuda.synchronize()
+    host_ms = (time.perf_counter() - t0) / 50 * 1e3
+    print(
+        f"cuda matmul 2048: events median {r.median_ms:.4f} ms (n={r.n}, {r.stop_reason}), "
+        f"host {host_ms:.4f} ms"
+    )
+    assert 0.5 < r.median_ms / host_ms < 2.0
+    tiny = torch.ones(4, device="cuda")
+    r = time_step(lambda: tiny.add_(1), device="cuda", max_time_s=1.0)
+    print(f"cuda tiny op: {r.median_ms * 1e3:.2f} us/call, k={r.calls_per_sample}")
+    assert r.calls_per_sample > 1
