@@ -393,6 +393,6 @@ def test_benchmark_byte_count_and_smoke_run() -> None:
 
     params = [torch.zeros(1000), torch.zeros(10, 10, dtype=torch.float64)]
     assert adamw_bytes_per_step(params) == 7 * 4 * 1000 + 7 * 8 * 100  # read p, g, m, v; write p, m, v
-    report = main(["--params", "4096", "--tensors", "2", "--rounds", "2", "--inner", "1"])
+    report = main(["--params", "4096", "--tensors", "2", "--rounds", "2", "--inner", "1", "--threads", "1"])
     assert len(report.ours.seconds) == len(report.torch_fused.seconds) == 2
     assert report.ours.bytes_per_call == 7 * 4 * 4096 and report.ratio > 0
