@@ -198,7 +198,8 @@ def coerce_param(spec: ScenarioSpec, name: str, value: Any) -> Any:
         else:
             out = v
     except (TypeError, ValueError):
-        kind = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}.get(typ, "")
+        kinds: dict[Any, str] = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
+        kind = kinds.get(typ, "a valid value")
         raise UsageError(f"{name}: expected {kind} for scenario {spec.name!r}, got {value!r}") from None
     if typ is int and out <= 0 and any(w in name for w in _SIZE_WORDS):
         raise UsageError(f"{name}: must be a positive integer, got {out}")

@@ -40,15 +40,24 @@ def _num(v: Any) -> float | None:
     return None if math.isnan(f) else f
 
 
-def fmt_time(row: dict[str, Any]) -> str:
-    """``12.34 ms ± 0.21`` (the larger side of the 95% CI of the median)."""
+def _decimals(v: float) -> int:
+    """Decimals that show about four significant digits without an exponent."""
+    if v == 0 or not math.isfinite(v):
+        return 0
+    return max(0, min(6, 3 - math.floor(math.log10(abs(v)))))
+
+
+def fmt_time(row: dict[str, Any], unit: bool = True) -> str:
+    """``12.34 ± 0.21 ms``: the median and the larger side of its 95% CI, in the same decimals."""
     med, lo, hi = (_num(row.get(k)) for k in ("time_median_ms", "time_ci_low_ms", "time_ci_high_ms"))
     if med is None:
         return "-"
+    d = _decimals(med)
+    suffix = " ms" if unit else ""
     if lo is None or hi is None:
-        return f"{med:.3g} ms"
+        return f"{med:.{d}f}{suffix}"
     half = max(med - lo, hi - med)
-    return f"{med:.4g} ms ± {half:.2g}"
+    return f"{med:.{d}f} ± {half:.{d}f}{suffix}"
 
 
 def fmt_si(value: Any, unit: str = "") -> str:
@@ -128,18 +137,17 @@ def _label(summary: RunSummary, row: dict[str, Any]) -> str:
 
 
 def summary_table(summary: RunSummary) -> Table:
-    """One line per configuration run: config, status, median ± CI, throughput, MFU, peak memory."""
+    """One line per configuration run: config, status, median ± CI, throughput, MFU, peak memory.
+
+    Achieved TFLOP/s, the CI bounds, IQR and the memory split are in the CSV.
+    """
     table = Table(title=f"dlbench run {summary.scenario}  (run {summary.run_id})", title_justify="left")
-    for col, just in (
-        ("config", "left"),
-        ("status", "left"),
-        ("median ± 95% CI", "right"),
-        ("throughput", "right"),
-        ("TFLOP/s", "right"),
-        ("MFU", "right"),
-        ("peak mem", "right"),
-    ):
-        table.add_column(col, justify=just)  # type: ignore[arg-type]
+    table.add_column("config", justify="left")
+    table.add_column("status", justify="left", no_wrap=True)
+    table.add_column("median ± CI (ms)", justify="right", no_wrap=True)
+    table.add_column("throughput", justify="right")
+    table.add_column("MFU", justify="right", no_wrap=True)
+    table.add_column("peak mem", justify="right", no_wrap=True)
     for row in summary.rows:
         label = _label(summary, row)
         status = row["status"]
@@ -149,9 +157,8 @@ def summary_table(summary: RunSummary) -> Table:
         table.add_row(
             label,
             f"[{style}]{status}[/]{flag}",
-            fmt_time(row),
+            fmt_time(row, unit=False),
             fmt_si(row.get("throughput"), unit),
-            fmt_si(row.get("achieved_tflops")) if row.get("achieved_tflops") is not None else "-",
             fmt_pct(row.get("mfu")),
             fmt_bytes(row.get("peak_mem_bytes")),
         )

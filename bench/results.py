@@ -361,14 +361,30 @@ def completed_keys(path: Path | str) -> set[str]:
         return {r["config_key"] for r in csv.DictReader(f) if r.get("config_key")}
 
 
+INT_COLUMNS: tuple[str, ...] = (
+    "schema_version", "world_size", "batch_size", "n_samples", "flops_per_step", "items_per_step", "seed",
+    "cpu_count", "threads", "gpu_count",
+)  # fmt: skip
+
+
 def load_results(path: Path | str) -> Any:
-    """A results CSV as a pandas DataFrame (``noisy``/``channels_last`` as booleans where present)."""
+    """A results CSV as a pandas DataFrame.
+
+    Integer columns (bytes, FLOPs, counts) are nullable ``Int64`` so the empty cells of failed rows
+    do not turn them into floats; ``noisy``, ``channels_last`` and ``allow_tf32`` are nullable booleans.
+    """
     import pandas as pd
 
     df = pd.read_csv(path)
     for col in ("noisy", "channels_last", "allow_tf32"):
         if col in df.columns and df[col].dtype == object:
-            df[col] = df[col].map({"True": True, "False": False, True: True, False: False})
+            df[col] = df[col].map({"True": True, "False": False, True: True, False: False}).astype("boolean")
+    for col in df.columns:
+        if not (col in INT_COLUMNS or col.endswith("_bytes")) or df[col].dtype.kind not in "fiu":
+            continue
+        values = df[col].dropna()
+        if (values == values.round()).all():
+            df[col] = df[col].astype("Int64")
     return df
 
 

@@ -61,7 +61,7 @@ def build_linear_workload(cfg: LinearConfig, ctx: BuildContext) -> Workload:
     )
 
 
-_TINY = {"tiny": {}, "default": {}}
+_TINY: dict[str, dict[str, object]] = {"tiny": {}, "default": {}}
 
 
 @register_scenario(

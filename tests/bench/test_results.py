@@ -54,7 +54,8 @@ def test_writer_header_once_append_and_pandas(tmp_path):
     cols = results.columns_for(["batch_size", "seq_len"])
     w = results.ResultsWriter(path, cols)
     assert pd.read_csv(path).empty  # header only: already a valid CSV
-    w.append(_row(1, reason="line one\nline two", noisy=True, param_seq_len=8), {"samples_ms": [1.0, 2.0]})
+    first = _row(1, reason="line one\nline two", noisy=True, param_seq_len=8, mem_params_bytes=8192)
+    w.append(first, {"samples_ms": [1.0, 2.0]})
     w2 = results.ResultsWriter(path, cols)  # reopening appends, no second header
     w2.append(_row(2, extra={"a": 1}), None)
     text = path.read_text()
@@ -63,7 +64,8 @@ def test_writer_header_once_append_and_pandas(tmp_path):
     assert list(df.columns) == cols
     assert df["batch_size"].tolist() == [1, 2]
     assert df["reason"][0] == "line one | line two"
-    assert df["noisy"][0] is True or df["noisy"][0] == True  # noqa: E712
+    assert bool(df["noisy"][0]) and pd.isna(df["noisy"][1])
+    assert str(df["mem_params_bytes"].dtype) == "Int64" and df["mem_params_bytes"][0] == 8192
     assert json.loads(df["extra"][1]) == {"a": 1}
     assert results.completed_keys(path) == {"k1", "k2"}
     samples = results.load_samples(path)
