@@ -183,3 +183,13 @@ def test_bad_arguments() -> None:
         fit(model, [], optimizer=opt, epochs=1)
     with pytest.raises(TypeError, match="early_stopping"):
         fit(model, batches(1), optimizer=opt, epochs=1, early_stopping=3)  # type: ignore[arg-type]
+
+
+def test_recipe_example_runs_and_loss_falls() -> None:
+    """The example (dlcore ResNet + Transformer, whole recipe), shortened: it returns 0 iff the loss fell."""
+    from dlcore.examples import recipe
+
+    lines: list[str] = []
+    assert recipe.main([], epochs=3, steps_per_epoch=5, log=lines.append) == 0
+    assert sum("reloaded equal: ok" in line for line in lines) == 2
+    assert lines[-1] == "recipe: loss fell for every model"
