@@ -23,20 +23,45 @@ class's ``forward`` under ``checkpoint``. Consequences:
 - keyword arguments (``src_key_padding_mask=...``) pass through; when autograd is off (inference,
   ``torch.no_grad()``) the module runs its plain forward, since there is nothing to save.
 
+BatchNorm: a plain ``checkpoint`` runs a training-mode BatchNorm twice per step, so its running
+statistics take two momentum updates (and ``num_batches_tracked`` counts 2) per batch. We snapshot
+the running buffers of the BatchNorm layers inside a checkpointed module before the recomputation
+and put them back after it, so running statistics match the un-checkpointed model exactly.
+
 When a chosen module contains another chosen module, only the outermost one is checkpointed:
 nesting would recompute the inner module twice in backward for no memory gain.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
 from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
 from torch.utils.checkpoint import checkpoint
 
 __all__ = ["apply_activation_checkpointing", "is_activation_checkpointed", "remove_activation_checkpointing"]
+
+
+@contextlib.contextmanager
+def _running_stats_restored(module: nn.Module) -> Iterator[None]:
+    """Undo the running-statistics updates that BatchNorm layers in ``module`` make inside the block."""
+    saved = [
+        (buf, buf.clone())
+        for m in module.modules()
+        if isinstance(m, _BatchNorm) and m.training and m.track_running_stats
+        for buf in (m.running_mean, m.running_var, m.num_batches_tracked)
+        if buf is not None
+    ]
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for buf, value in saved:
+                buf.copy_(value)
 
 
 class _CheckpointedForward:
@@ -52,8 +77,18 @@ class _CheckpointedForward:
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         if not torch.is_grad_enabled():
             return self._plain_forward(*args, **kwargs)
+        calls = 0
+
+        def run(*a: Any, **k: Any) -> Any:
+            nonlocal calls
+            calls += 1
+            if calls == 1:  # the forward pass
+                return self._plain_forward(*a, **k)
+            with _running_stats_restored(self.module):  # the recomputation in backward
+                return self._plain_forward(*a, **k)
+
         return checkpoint(
-            self._plain_forward,
+            run,
             *args,
             use_reentrant=False,
             preserve_rng_state=self.preserve_rng_state,

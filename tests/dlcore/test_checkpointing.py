@@ -182,3 +182,42 @@ def test_peak_activation_memory_falls() -> None:
     assert p_plain["Activation"] >= block_acts
     assert p_ckpt["Activation"] < p_plain["Activation"] / 4
     assert p_ckpt["Total"] < p_plain["Total"]
+
+
+def test_batchnorm_running_stats_match_plain_model() -> None:
+    """The recomputation must not update BatchNorm running statistics a second time."""
+    torch.manual_seed(0)
+    plain = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.Sequential(nn.BatchNorm2d(8), nn.ReLU()),
+                          nn.Sequential(nn.Conv2d(8, 8, 3), nn.BatchNorm2d(8, momentum=None)))
+    ckpt = apply_activation_checkpointing(copy.deepcopy(plain), module_types=nn.Sequential)
+    assert is_activation_checkpointed(ckpt)  # the root Sequential is selected: outermost only
+    for _ in range(2):
+        x = torch.randn(4, 3, 6, 6)
+        plain(x).sum().backward()
+        ckpt(x).sum().backward()
+    torch.testing.assert_close(ckpt.state_dict(), plain.state_dict())
+    torch.testing.assert_close(grads(ckpt), grads(plain))
+    assert int(ckpt[1][0].num_batches_tracked) == 2
+
+
+def test_dlcore_blocks_exact_gradients() -> None:
+    """The bench harness checkpoints dlcore's own blocks: PreActBottleneck and TransformerEncoderLayer."""
+    import dlcore
+
+    torch.manual_seed(0)
+    resnet = dlcore.create_resnet("tiny", num_classes=4)
+    enc = dlcore.TransformerEncoder(dlcore.TransformerEncoderLayer(16, 2, 32, dropout=0.1), num_layers=2)
+    cases = [
+        (resnet, dlcore.PreActBottleneck, (torch.randn(2, 3, 32, 32),), {}),
+        (enc, dlcore.TransformerEncoderLayer, (torch.randn(2, 5, 16),),
+         {"src_key_padding_mask": torch.tensor([[False] * 5, [False] * 3 + [True] * 2])}),
+    ]
+    for model, block, args, kwargs in cases:
+        ckpt = apply_activation_checkpointing(copy.deepcopy(model), module_types=(block,))
+        assert any(is_activation_checkpointed(m) for m in ckpt.modules())
+        torch.manual_seed(3)
+        model(*args, **kwargs).float().pow(2).mean().backward()
+        torch.manual_seed(3)
+        ckpt(*args, **kwargs).float().pow(2).mean().backward()
+        torch.testing.assert_close(grads(ckpt), grads(model))
+        torch.testing.assert_close(ckpt.state_dict(), model.state_dict())
