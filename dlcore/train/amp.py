@@ -83,8 +83,8 @@ def resolve_amp_dtype(device: str | torch.device, precision: str | torch.dtype) 
 def _infer_device(model: nn.Module) -> torch.device:
     for tensor in model.parameters():
         return tensor.device
-    for tensor in model.buffers():
-        return tensor.device
+    for buffer in model.buffers():
+        return buffer.device
     return torch.device("cpu")
 
 
