@@ -1,0 +1,121 @@
+"""``attention``: multi-head self-attention (``dlcore.MultiHeadAttention``) on a (B, L, E) batch.
+
+One attention block: QKV projections, scaled dot-product attention (fused SDPA or dlcore's explicit
+softmax(QK^T/sqrt(d))V math path, chosen by ``attn_impl``), output projection. Throughput counts
+tokens (B x L). In train mode the input requires grad, as it would inside a network, so backward
+also computes the input gradient of the QKV projection; the loss is the mean square of the output.
+
+The module is wrapped in a one-child container (``SelfAttention``) so that activation
+checkpointing (``checkpoint_targets = (MultiHeadAttention,)``) finds a submodule to wrap.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from bench.registry import BuildContext, register_scenario
+from bench.scenarios.optimizer import check_optimizer, make_optimizer
+from bench.workload import Workload
+
+ATTN_IMPLS: tuple[str, ...] = ("sdpa", "math")
+
+
+def check_attn_impl(impl: str) -> None:
+    """ValueError naming the choices when ``impl`` is not a known attention implementation."""
+    if impl not in ATTN_IMPLS:
+        raise ValueError(
+            f"attn_impl: unknown attention implementation {impl!r}; expected one of {ATTN_IMPLS}"
+        )
+
+
+def set_attn_impl(model: nn.Module, impl: str) -> int:
+    """Select ``impl`` ("sdpa" or "math") on every ``dlcore.MultiHeadAttention`` in ``model``.
+
+    Returns how many attention modules were switched.
+    """
+    from dlcore import MultiHeadAttention
+
+    check_attn_impl(impl)
+    n = 0
+    for m in model.modules():
+        if isinstance(m, MultiHeadAttention):
+            m.attn_impl = impl
+            n += 1
+    return n
+
+
+def clear_input_grad(x: torch.Tensor) -> None:
+    """Drop the input's gradient from the previous step so it is not accumulated step after step."""
+    x.grad = None
+
+
+@dataclass(frozen=True)
+class AttentionConfig:
+    """Self-attention on (batch_size, seq_len, width) with ``heads`` heads."""
+
+    batch_size: int = 4
+    seq_len: int = 256
+    width: int = 256  # embed_dim
+    heads: int = 8
+    causal: bool = False
+    attn_impl: str = "sdpa"  # "sdpa" (fused scaled_dot_product_attention) or "math" (explicit softmax)
+    optimizer: str = "adamw_warmup"
+
+    def __post_init__(self) -> None:
+        check_attn_impl(self.attn_impl)
+        check_optimizer(self.optimizer)
+        if self.width % self.heads:
+            raise ValueError(f"width ({self.width}) must be divisible by heads ({self.heads})")
+
+
+class SelfAttention(nn.Module):
+    """``attn(x, x, x)`` returning only the output: a container so checkpointing can wrap ``attn``."""
+
+    def __init__(self, attn: nn.Module, causal: bool) -> None:
+        super().__init__()
+        self.attn = attn
+        self.causal = causal
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out, _ = self.attn(x, x, x, need_weights=False, is_causal=self.causal)  # (B, L, E)
+        return out
+
+
+@register_scenario(
+    "attention",
+    config=AttentionConfig,
+    presets={
+        "tiny": {"batch_size": 2, "seq_len": 16, "width": 32, "heads": 4},
+        "default": {},
+        "large": {"batch_size": 8, "seq_len": 4096, "width": 2048, "heads": 16},
+    },
+    description="multi-head self-attention (dlcore.MultiHeadAttention), sdpa or math path; items = tokens",
+)
+def build_attention(cfg: AttentionConfig, ctx: BuildContext) -> Workload:
+    """Self-attention block on random (B, L, E) embeddings."""
+    from dlcore import MultiHeadAttention
+
+    torch.manual_seed(ctx.seed)
+    attn = MultiHeadAttention(cfg.width, cfg.heads, dropout=0.0, batch_first=True, device=ctx.device)
+    model = SelfAttention(attn, cfg.causal)
+    set_attn_impl(model, cfg.attn_impl)
+    train = ctx.mode == "train"
+    x = torch.randn(cfg.batch_size, cfg.seq_len, cfg.width, device=ctx.device, requires_grad=train)
+
+    def loss_fn(out: torch.Tensor) -> torch.Tensor:
+        clear_input_grad(x)
+        return out.float().pow(2).mean()
+
+    return Workload(
+        model=model,
+        inputs=(x,),
+        loss_fn=loss_fn,
+        optimizer=make_optimizer(cfg.optimizer, model.parameters()) if train else None,
+        items_per_step=cfg.batch_size * cfg.seq_len,
+        unit="tokens",
+        checkpoint_targets=(MultiHeadAttention,),
+        extra={"attn_impl": cfg.attn_impl, "causal": cfg.causal},
+    )

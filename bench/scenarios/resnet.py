@@ -1,0 +1,107 @@
+"""``resnet``: an image classifier (``dlcore.create_resnet`` or timm) on random images and labels.
+
+``impl="dlcore"`` builds ``dlcore.create_resnet(arch, num_classes=..., base_width=...)``;
+``impl="timm"`` builds ``timm.create_model(arch, pretrained=False, num_classes=...)`` so the two
+``resnet50`` can be compared in the same harness (timm must be installed; otherwise the build
+raises and the runner records an error row). Loss: cross-entropy against random labels.
+Throughput counts images (B). The ``default`` preset is the ResNet-50 layout at a quarter of its width
+(``width=16``) on 64 px images, because ResNet-50 itself takes seconds per training step on a
+2-core CPU; ``large`` is ResNet-50 proper at 224 px. Activation checkpointing wraps every bottleneck block.
+``channels_last`` (or ``BuildContext.channels_last``) puts model and input in NHWC memory format.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from bench.registry import BuildContext, register_scenario
+from bench.scenarios.optimizer import check_optimizer, make_optimizer
+from bench.workload import Workload
+
+IMPLS: tuple[str, ...] = ("dlcore", "timm")
+
+
+@dataclass(frozen=True)
+class ResNetConfig:
+    """A ResNet architecture (``arch``) on (batch_size, 3, image_size, image_size) images."""
+
+    batch_size: int = 4
+    image_size: int = 64
+    arch: str = "resnet50"  # a dlcore.resnet_presets name (or a timm model name with impl="timm")
+    width: int = 0  # base_width override (stem and first-stage bottleneck width); 0 keeps the preset's
+    num_classes: int = 1000
+    channels_last: bool = False
+    impl: str = "dlcore"  # "dlcore" or "timm"
+    optimizer: str = "adamw_warmup"
+
+    def __post_init__(self) -> None:
+        check_optimizer(self.optimizer)
+        if self.impl not in IMPLS:
+            raise ValueError(f"impl: unknown implementation {self.impl!r}; expected one of {IMPLS}")
+        if self.impl == "timm" and self.width:
+            raise ValueError(
+                "width: a base_width override applies to impl='dlcore' only; set width=0 with impl='timm'"
+            )
+        if self.image_size < 32:
+            raise ValueError(f"image_size ({self.image_size}) must be >= 32 (the network downsamples 32x)")
+
+
+def _build_model(cfg: ResNetConfig, device: str) -> tuple[nn.Module, tuple[type[nn.Module], ...]]:
+    """The classifier and its checkpoint targets (block classes)."""
+    if cfg.impl == "timm":
+        try:
+            import timm
+            from timm.models.resnet import BasicBlock, Bottleneck
+        except ImportError as e:
+            raise RuntimeError("impl='timm' needs the timm package (pip install timm)") from e
+        model = timm.create_model(cfg.arch, pretrained=False, num_classes=cfg.num_classes)
+        return model.to(device), (Bottleneck, BasicBlock)
+    from dlcore import PreActBottleneck, create_resnet
+
+    overrides: dict[str, object] = {"num_classes": cfg.num_classes, "device": device}
+    if cfg.width:
+        overrides["base_width"] = cfg.width
+    return create_resnet(cfg.arch, **overrides), (PreActBottleneck,)
+
+
+@register_scenario(
+    "resnet",
+    config=ResNetConfig,
+    presets={
+        "tiny": {"batch_size": 2, "image_size": 32, "arch": "tiny", "num_classes": 10},
+        # ResNet-50 depth at 1/4 width, 64 px: real ResNet-50 steps take seconds on a 2-core CPU
+        "default": {"width": 16},
+        "large": {"batch_size": 128, "image_size": 224},  # ResNet-50 proper
+    },
+    description="ResNet classifier (dlcore.create_resnet, or timm with impl=timm), cross-entropy; "
+    "items = images",
+)
+def build_resnet(cfg: ResNetConfig, ctx: BuildContext) -> Workload:
+    """ResNet on random images with random labels."""
+    torch.manual_seed(ctx.seed)
+    model, targets = _build_model(cfg, ctx.device)
+    x = torch.randn(cfg.batch_size, 3, cfg.image_size, cfg.image_size, device=ctx.device)
+    labels = torch.randint(0, cfg.num_classes, (cfg.batch_size,), device=ctx.device)
+    channels_last = cfg.channels_last or ctx.channels_last
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=torch.channels_last)
+
+    def loss_fn(logits: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(logits.float(), labels)  # (B, num_classes) vs (B,)
+
+    train = ctx.mode == "train"
+    return Workload(
+        model=model,
+        inputs=(x,),
+        loss_fn=loss_fn,
+        optimizer=make_optimizer(cfg.optimizer, model.parameters()) if train else None,
+        items_per_step=cfg.batch_size,
+        unit="images",
+        checkpoint_targets=targets,
+        extra={"channels_last": channels_last, "impl": cfg.impl, "arch": cfg.arch},
+    )
