@@ -299,3 +299,31 @@ def test_optimizer_forward_unsupported() -> None:
         spec.make_config("tiny", optimizer="lion")
     with pytest.raises(ValueError, match="num_tensors"):
         spec.make_config("tiny", num_params=2, num_tensors=3)
+
+
+@pytest.mark.parametrize("name", BUILTIN)
+def test_end_to_end_run_tiny(name: str, tmp_path: Any) -> None:
+    """One in-process ``bench.api.run`` per scenario (tiny preset, fp32, both modes): rows are written."""
+    from bench.api import run
+
+    summary = run(
+        name,
+        preset="tiny",
+        modes="forward,train",
+        precisions="fp32",
+        out=tmp_path / f"{name}.csv",
+        isolation=False,
+        progress=False,
+        max_time_s=0.2,
+        resume=False,
+    )
+    by_mode = {r["mode"]: r for r in summary.rows}
+    assert set(by_mode) == {"forward", "train"}
+    for mode, row in by_mode.items():
+        if mode in SCENARIOS[name].unsupported_modes:
+            assert row["status"] == "skipped" and row["reason"] == SCENARIOS[name].unsupported_modes[mode]
+            continue
+        assert row["status"] == "ok", row.get("reason")
+        assert float(row["time_median_ms"]) > 0 and float(row["throughput"]) > 0
+        assert row["throughput_unit"].endswith("/s")
+    assert summary.csv_path.exists()
