@@ -76,7 +76,7 @@ def check_optimizer(kind: str) -> None:
 class OptimizerConfig:
     """One optimizer step over ``num_params`` fp32 parameters split into ``num_tensors`` tensors."""
 
-    num_params: int = 4_194_304  # 4 Mi parameters: 16 MiB of fp32 weights
+    num_params: int = 16_777_216  # 16 Mi parameters: 64 MiB of fp32 weights, far beyond the caches
     num_tensors: int = 8  # the bank is split into this many (nearly) equal tensors
     optimizer: str = "adamw_warmup"  # one of OPTIMIZERS
     lr: float = 1e-3
