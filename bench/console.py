@@ -190,4 +190,5 @@ def print_summary(summary: RunSummary, console: Console | None = None) -> None:
     con.print(
         f"{len(summary.rows)} row(s) written ({counts or 'none'}) to {summary.csv_path}", soft_wrap=True
     )
-    con.print(f"raw samples: {summary.samples_path}", soft_wrap=True)
+    if summary.samples_path.exists():
+        con.print(f"raw samples: {summary.samples_path}", soft_wrap=True)
