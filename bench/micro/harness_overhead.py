@@ -3,6 +3,7 @@
     python -m bench.micro.harness_overhead                          # both parts, 5 runs of encoder tiny
     python -m bench.micro.harness_overhead --quick                  # fewer rounds and runs (smoke check)
     python -m bench.micro.harness_overhead --scenario attention --preset default --repeats 5
+    python -m bench.micro.harness_overhead --threads 1              # one thread (shared machines)
 
 Part 1, timing overhead per iteration. ``bench.harness.time_step`` times a step that takes
 nanoseconds in blocks of ``k`` back-to-back calls (see ``bench.harness.timing``); its loop calls the
@@ -19,6 +20,11 @@ Part 2, run-to-run spread. ``bench.api.run`` measures one configuration (default
 isolation, as ``dlbench run`` does), and the table shows each run's ``time_median_ms`` and 95 % CI
 and the spread ``max / min - 1`` of the medians (goal: at most 3 %). On a shared machine the
 spread mostly measures the neighbours; the machine's load average is printed beside it.
+
+``--threads N`` sets torch's thread count here and ``OMP_NUM_THREADS`` for the runner's child
+processes. On a 2-core machine shared with other jobs, two OpenMP threads per process can hit a
+cliff: every parallel region waits at a barrier for a thread the scheduler has parked, and a 2 ms
+step was seen taking 650 ms; ``--threads 1`` avoids it.
 """
 
 from __future__ import annotations
@@ -185,7 +191,9 @@ def _print_overhead(rows: Sequence[OverheadRow]) -> None:
 
 def _print_spread(res: SpreadResult) -> None:
     n = len(res.medians_ms)
+    threads = os.environ.get("OMP_NUM_THREADS", "default")
     print(f"Part 2: run-to-run spread of time_median_ms, {n} runs of: dlbench run {res.label}")
+    print(f"(child processes: OMP_NUM_THREADS={threads})")
     head = f"{'run':>4}{'status':>9}{'median ms':>12}{'95% CI ms':>24}"
     print(head)
     print("-" * len(head))
@@ -212,8 +220,19 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap.add_argument("--no-isolation", action="store_true", help="part 2 in this process (no child processes)")
     ap.add_argument("--skip-overhead", action="store_true", help="run part 2 only")
     ap.add_argument("--skip-spread", action="store_true", help="run part 1 only")
+    ap.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch threads here and OMP_NUM_THREADS for the child processes (default: torch's default)",
+    )
     ap.add_argument("--quick", action="store_true", help="2 rounds, 3 runs, shorter timers (a smoke check)")
     args = ap.parse_args(argv)
+    if args.threads is not None:
+        if args.threads < 1:
+            ap.error("--threads must be >= 1")
+        os.environ["OMP_NUM_THREADS"] = str(args.threads)  # inherited by the runner's child processes
+        torch.set_num_threads(args.threads)
     rounds = args.rounds or (2 if args.quick else 5)
     repeats = args.repeats or (3 if args.quick else 5)
     if rounds < 1 or repeats < 1:
