@@ -166,7 +166,7 @@ def test_attention_fields() -> None:
     attn = [m for m in w.model.modules() if isinstance(m, MultiHeadAttention)]
     assert len(attn) == 1 and attn[0].embed_dim == 24 and attn[0].num_heads == 3
     assert attn[0].attn_impl == "math"
-    assert w.unit == "tokens" and w.extra == {"attn_impl": "math", "causal": True}
+    assert w.unit == "tokens" and w.extra["attn_impl"] == "math" and w.extra["causal"] is True
     # causal: the first token's output does not depend on later tokens
     x = w.inputs[0]
     with torch.no_grad():
