@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from bench.registry import BuildContext, register_scenario
@@ -63,12 +64,45 @@ class AttentionConfig:
     causal: bool = False
     attn_impl: str = "sdpa"  # "sdpa" (fused scaled_dot_product_attention) or "math" (explicit softmax)
     optimizer: str = "adamw_warmup"
+    # "dlcore": dlcore.MultiHeadAttention; "sdpa": the same projections and F.scaled_dot_product_attention
+    # called directly (the floor dlcore is measured against); "torch": torch.nn.MultiheadAttention
+    impl: str = "dlcore"
 
     def __post_init__(self) -> None:
         check_attn_impl(self.attn_impl)
+        if self.impl not in IMPLS:
+            raise ValueError(f"impl: unknown attention module {self.impl!r}; expected one of {IMPLS}")
+        if self.impl != "dlcore" and self.attn_impl != "sdpa":
+            raise ValueError(
+                f"attn_impl: {self.attn_impl!r} is a dlcore option; impl={self.impl!r} needs attn_impl='sdpa'"
+            )
         check_optimizer(self.optimizer)
         if self.width % self.heads:
             raise ValueError(f"width ({self.width}) must be divisible by heads ({self.heads})")
+
+
+IMPLS: tuple[str, ...] = ("dlcore", "sdpa", "torch")
+
+
+class DirectSDPA(nn.Module):
+    """Packed in-projection, ``F.scaled_dot_product_attention`` called directly, out-projection.
+
+    The same FLOPs and parameters as ``MultiHeadAttention`` with no module logic in between: the
+    reference that tells what dlcore's mask handling and checks cost.
+    """
+
+    def __init__(self, embed_dim: int, num_heads: int, device: str) -> None:
+        super().__init__()
+        self.num_heads = num_heads
+        self.in_proj = nn.Linear(embed_dim, 3 * embed_dim, device=device)
+        self.out_proj = nn.Linear(embed_dim, embed_dim, device=device)
+
+    def forward(self, x: torch.Tensor, is_causal: bool = False) -> torch.Tensor:
+        b, length, e = x.shape
+        qkv = self.in_proj(x).view(b, length, 3, self.num_heads, e // self.num_heads)  # (B, L, 3, H, D)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # 3 x (B, H, L, D)
+        out = F.scaled_dot_product_attention(q, k, v, is_causal=is_causal)  # (B, H, L, D)
+        return self.out_proj(out.transpose(1, 2).reshape(b, length, e))  # (B, L, E)
 
 
 class SelfAttention(nn.Module):
@@ -80,6 +114,17 @@ class SelfAttention(nn.Module):
         self.causal = causal
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if isinstance(self.attn, DirectSDPA):
+            return self.attn(x, is_causal=self.causal)  # (B, L, E)
+        if isinstance(self.attn, nn.MultiheadAttention):
+            length = x.shape[1]
+            mask = (
+                nn.Transformer.generate_square_subsequent_mask(length, device=x.device)
+                if self.causal
+                else None
+            )
+            out, _ = self.attn(x, x, x, need_weights=False, attn_mask=mask, is_causal=self.causal)
+            return out
         out, _ = self.attn(x, x, x, need_weights=False, is_causal=self.causal)  # (B, L, E)
         return out
 
@@ -99,7 +144,13 @@ def build_attention(cfg: AttentionConfig, ctx: BuildContext) -> Workload:
     from dlcore import MultiHeadAttention
 
     torch.manual_seed(ctx.seed)
-    attn = MultiHeadAttention(cfg.width, cfg.heads, dropout=0.0, batch_first=True, device=ctx.device)
+    attn: nn.Module
+    if cfg.impl == "sdpa":
+        attn = DirectSDPA(cfg.width, cfg.heads, ctx.device)
+    elif cfg.impl == "torch":
+        attn = nn.MultiheadAttention(cfg.width, cfg.heads, dropout=0.0, batch_first=True, device=ctx.device)
+    else:
+        attn = MultiHeadAttention(cfg.width, cfg.heads, dropout=0.0, batch_first=True, device=ctx.device)
     model = SelfAttention(attn, cfg.causal)
     set_attn_impl(model, cfg.attn_impl)
     train = ctx.mode == "train"
@@ -116,6 +167,6 @@ def build_attention(cfg: AttentionConfig, ctx: BuildContext) -> Workload:
         optimizer=make_optimizer(cfg.optimizer, model.parameters()) if train else None,
         items_per_step=cfg.batch_size * cfg.seq_len,
         unit="tokens",
-        checkpoint_targets=(MultiHeadAttention,),
-        extra={"attn_impl": cfg.attn_impl, "causal": cfg.causal},
+        checkpoint_targets=(type(attn),),
+        extra={"attn_impl": cfg.attn_impl, "causal": cfg.causal, "impl": cfg.impl},
     )
