@@ -189,6 +189,11 @@ def _mfu_fields(
         notes.append(f"peak measurement failed: {type(exc).__name__}: {exc}")
     out["peak_tflops_measured"] = peak
     out["mfu"] = achieved / peak if achieved is not None and peak else None
+    if out["mfu"] is not None and out["mfu"] > 1.0:
+        notes.append(
+            f"mfu {out['mfu']:.2f} > 1: the cached matmul peak ({peak:.4g} TFLOP/s) is too low, probably "
+            "measured on a busy machine; re-measure with DLBENCH_PEAK_TTL_S=0"
+        )
     sheet = datasheet_peak_tflops(device_name, precision) if device_name else None
     out["peak_tflops_datasheet"] = sheet
     out["mfu_datasheet"] = achieved / sheet if achieved is not None and sheet else None

@@ -95,6 +95,22 @@ def _device_name(device: str) -> str:
     return cpu_model()
 
 
+DEFAULT_CACHE_TTL_S = 24 * 3600.0
+
+
+def cache_ttl_s() -> float:
+    """How long a cached peak is trusted: ``$DLBENCH_PEAK_TTL_S`` seconds (default a day; 0 = never).
+
+    A peak measured while the machine was busy is too low and inflates every MFU computed from it,
+    so no figure is trusted forever.
+    """
+    raw = os.environ.get("DLBENCH_PEAK_TTL_S", "")
+    try:
+        return float(raw) if raw else DEFAULT_CACHE_TTL_S
+    except ValueError:
+        raise ValueError(f"DLBENCH_PEAK_TTL_S: expected seconds as a number, got {raw!r}") from None
+
+
 def _cached(key: str, cache: bool, measure: Callable[[], float]) -> float:
     path = _cache_path()
     data: dict[str, Any] = {}
@@ -103,11 +119,18 @@ def _cached(key: str, cache: bool, measure: Callable[[], float]) -> float:
             data = json.loads(path.read_text())
         except (OSError, ValueError):
             data = {}
-        if key in data:
-            return float(data[key]["value"])
+        entry = data.get(key)
+        if isinstance(entry, dict):
+            age_s = time.time() - float(entry.get("measured_at_unix", 0.0))
+            if age_s < cache_ttl_s():
+                return float(entry["value"])
     value = measure()
     if cache:
-        data[key] = {"value": value, "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S")}
+        data[key] = {
+            "value": value,
+            "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
+            "measured_at_unix": time.time(),
+        }
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(f".{os.getpid()}.tmp")
         tmp.write_text(json.dumps(data, indent=1, sort_keys=True))

@@ -143,3 +143,20 @@ def test_cuda_peak_and_env(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
     gbs = peak.measured_copy_bandwidth_gbs("cuda")
     print(f"{name} copy: {gbs:.0f} GB/s")
     assert gbs > 0
+
+
+def test_stale_cached_peak_is_measured_again(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A peak measured long ago (perhaps on a busy machine) is not trusted forever."""
+    monkeypatch.setenv("DLBENCH_CACHE_DIR", str(tmp_path))
+    peak.measured_peak_tflops("cpu", "fp32", size=128)
+    path = tmp_path / peak.CACHE_FILE
+    data = json.loads(path.read_text())
+    (key,) = data
+    data[key]["value"] = 123.0
+    data[key]["measured_at_unix"] -= 2 * peak.DEFAULT_CACHE_TTL_S  # older than the TTL
+    path.write_text(json.dumps(data))
+    assert peak.measured_peak_tflops("cpu", "fp32", size=128) != 123.0
+    assert json.loads(path.read_text())[key]["value"] != 123.0  # and the cache is refreshed
+    monkeypatch.setenv("DLBENCH_PEAK_TTL_S", "soon")
+    with pytest.raises(ValueError, match="DLBENCH_PEAK_TTL_S"):
+        peak.cache_ttl_s()
