@@ -102,12 +102,12 @@ def summarize(folder: Path, peaks: dict[str, float] | None = None) -> list[str]:
     res = _load(folder, "resnet")
     if res is not None:
         d = _pick(res, mode="train", param_impl="dlcore")
-        t = _pick(res, mode="train", param_impl="timm")
-        d_ips, t_ips = _num(d, "throughput"), _num(t, "throughput")
+        t_row = _pick(res, mode="train", param_impl="timm")
+        d_ips, t_ips = _num(d, "throughput"), _num(t_row, "throughput")
         out.append(
             f"resnet50 train: dlcore {d_ips:.0f} images/s, timm {t_ips:.0f} images/s, "
             f"ratio {_ratio(d_ips, t_ips):.3f} (goal >= 0.9); FLOPs/step dlcore "
-            f"{_num(d, 'flops_per_step') / 1e12:.2f} T vs timm {_num(t, 'flops_per_step') / 1e12:.2f} T"
+            f"{_num(d, 'flops_per_step') / 1e12:.2f} T vs timm {_num(t_row, 'flops_per_step') / 1e12:.2f} T"
         )
 
     opt = _load(folder, "optimizer")

@@ -131,6 +131,7 @@ def get_scenario(name: str) -> ScenarioSpec:
     load_scenarios()
     if name in SCENARIOS:
         return SCENARIOS[name]
-    close = difflib.get_close_matches(name, list(SCENARIOS), n=3, cutoff=0.4)
+    public = sorted(n for n, s in SCENARIOS.items() if not s.test_only)
+    close = difflib.get_close_matches(name, public, n=3, cutoff=0.4)
     hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
-    raise ValueError(f"scenario: unknown scenario {name!r}; known: {sorted(SCENARIOS)}.{hint}")
+    raise ValueError(f"scenario: unknown scenario {name!r}; known: {public}.{hint}")

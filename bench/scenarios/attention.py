@@ -43,7 +43,7 @@ def set_attn_impl(model: nn.Module, impl: str) -> int:
     n = 0
     for m in model.modules():
         if isinstance(m, MultiHeadAttention):
-            m.attn_impl = impl
+            m.attn_impl = impl  # type: ignore[assignment]  # validated by check_attn_impl above
             n += 1
     return n
 

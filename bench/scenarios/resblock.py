@@ -61,7 +61,7 @@ def build_resblock(cfg: ResBlockConfig, ctx: BuildContext) -> Workload:
     x = torch.randn(cfg.batch_size, cfg.width, cfg.image_size, cfg.image_size, device=ctx.device)
     channels_last = cfg.channels_last or ctx.channels_last
     if channels_last:
-        model = model.to(memory_format=torch.channels_last)
+        model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # torch stub lacks it
         x = x.contiguous(memory_format=torch.channels_last)
     x.requires_grad_(train)
 

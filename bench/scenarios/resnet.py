@@ -90,7 +90,7 @@ def build_resnet(cfg: ResNetConfig, ctx: BuildContext) -> Workload:
     labels = torch.randint(0, cfg.num_classes, (cfg.batch_size,), device=ctx.device)
     channels_last = cfg.channels_last or ctx.channels_last
     if channels_last:
-        model = model.to(memory_format=torch.channels_last)
+        model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # torch stub lacks it
         x = x.contiguous(memory_format=torch.channels_last)
 
     def loss_fn(logits: torch.Tensor) -> torch.Tensor:
