@@ -77,8 +77,12 @@ def compare(
     return res
 
 
-def _fwd_bwd(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, grad: torch.Tensor,
-             params: list[nn.Parameter]) -> Step:
+def _fwd_bwd(
+    fn: Callable[[torch.Tensor], torch.Tensor],
+    x: torch.Tensor,
+    grad: torch.Tensor,
+    params: list[nn.Parameter],
+) -> Step:
     def step() -> None:
         x.grad = None
         for p in params:
@@ -108,16 +112,24 @@ def run(args: argparse.Namespace) -> list[CaseResult]:
         ref = nn.MultiheadAttention(e, h, dropout=0.0, batch_first=True)
         ours = dlcore.MultiHeadAttention(e, h, dropout=0.0, batch_first=True)
         ours.load_state_dict(ref.state_dict())
-        results.append(compare(
-            "mha_fwd_bwd", 1.0,
-            _fwd_bwd(lambda t: ours(t, t, t, need_weights=False)[0], x, grad, list(ours.parameters())),
-            _fwd_bwd(lambda t: ref(t, t, t, need_weights=False)[0], x, grad, list(ref.parameters())),
-            rounds, inner, warmup,
-        ))
+        results.append(
+            compare(
+                "mha_fwd_bwd",
+                1.0,
+                _fwd_bwd(lambda t: ours(t, t, t, need_weights=False)[0], x, grad, list(ours.parameters())),
+                _fwd_bwd(lambda t: ref(t, t, t, need_weights=False)[0], x, grad, list(ref.parameters())),
+                rounds,
+                inner,
+                warmup,
+            )
+        )
 
     if "enc_train" in args.cases or "enc_infer" in args.cases:
         kw: dict[str, Any] = dict(
-            dim_feedforward=ffn, dropout=args.dropout, activation=args.activation, batch_first=True,
+            dim_feedforward=ffn,
+            dropout=args.dropout,
+            activation=args.activation,
+            batch_first=True,
             norm_first=args.norm_first,
         )
         ref_l = nn.TransformerEncoderLayer(e, h, **kw)
@@ -126,19 +138,32 @@ def run(args: argparse.Namespace) -> list[CaseResult]:
         if "enc_train" in args.cases:
             ref_l.train()
             ours_l.train()
-            results.append(compare(
-                "enc_train", 1.05,
-                _fwd_bwd(ours_l, x, grad, list(ours_l.parameters())),
-                _fwd_bwd(ref_l, x, grad, list(ref_l.parameters())),
-                rounds, inner, warmup,
-            ))
+            results.append(
+                compare(
+                    "enc_train",
+                    1.05,
+                    _fwd_bwd(ours_l, x, grad, list(ours_l.parameters())),
+                    _fwd_bwd(ref_l, x, grad, list(ref_l.parameters())),
+                    rounds,
+                    inner,
+                    warmup,
+                )
+            )
         if "enc_infer" in args.cases:
             ref_l.eval()
             ours_l.eval()
             xi = x.detach()
-            results.append(compare(
-                "enc_infer", 1.1, _infer(ours_l, xi), _infer(ref_l, xi), rounds, inner, warmup,
-            ))
+            results.append(
+                compare(
+                    "enc_infer",
+                    1.1,
+                    _infer(ours_l, xi),
+                    _infer(ref_l, xi),
+                    rounds,
+                    inner,
+                    warmup,
+                )
+            )
     return results
 
 
@@ -172,8 +197,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--dropout", type=float, default=0.0, help="encoder layer dropout (default 0.0)")
     p.add_argument("--activation", choices=("relu", "gelu"), default="relu")
     p.add_argument("--norm-first", action="store_true", help="pre-norm encoder layers")
-    p.add_argument("--cases", nargs="+", choices=("mha", "enc_train", "enc_infer"),
-                   default=["mha", "enc_train", "enc_infer"])
+    p.add_argument(
+        "--cases",
+        nargs="+",
+        choices=("mha", "enc_train", "enc_infer"),
+        default=["mha", "enc_train", "enc_infer"],
+    )
     args = p.parse_args(argv)
     if args.quick:
         args.rounds, args.inner, args.warmup = 3, 1, 1

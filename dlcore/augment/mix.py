@@ -69,8 +69,9 @@ def _one_hot(y: torch.Tensor, num_classes: int | None) -> torch.Tensor:
     if y.dtype.is_floating_point:
         raise ValueError("num_classes: only for integer class-index targets; y is already floating point")
     if y.numel() and (int(y.min()) < 0 or int(y.max()) >= num_classes):
-        raise ValueError(f"y: class indices must lie in [0, {num_classes}); got range "
-                         f"[{int(y.min())}, {int(y.max())}]")
+        raise ValueError(
+            f"y: class indices must lie in [0, {num_classes}); got range [{int(y.min())}, {int(y.max())}]"
+        )
     return F.one_hot(y, num_classes).float()
 
 
@@ -113,8 +114,9 @@ def cutmix_batch(
     _check_alpha(alpha)
     _check_batch(x, y)
     if x.dim() < 3:
-        raise ValueError(f"x: expected images with two trailing spatial dims (B, C, H, W); got shape "
-                         f"{tuple(x.shape)}")
+        raise ValueError(
+            f"x: expected images with two trailing spatial dims (B, C, H, W); got shape {tuple(x.shape)}"
+        )
     height, width = x.shape[-2], x.shape[-1]
     lam = _sample_beta(alpha, generator)
     perm = _permutation(x.shape[0], generator, x.device)

@@ -87,8 +87,9 @@ class EncoderClassifier(nn.Module):
         super().__init__()
         self.embed = nn.Embedding(vocab, d_model)
         self.pos = dlcore.SinusoidalPositionalEncoding(d_model, max_len=256, dropout=0.0)
-        layer = dlcore.TransformerEncoderLayer(d_model, nhead, dim_feedforward=2 * d_model, dropout=0.0,
-                                               batch_first=True)
+        layer = dlcore.TransformerEncoderLayer(
+            d_model, nhead, dim_feedforward=2 * d_model, dropout=0.0, batch_first=True
+        )
         self.encoder = dlcore.TransformerEncoder(layer, num_layers)
         self.head = nn.Linear(d_model, num_classes)
 
@@ -115,28 +116,50 @@ def _run(
     make_model: Callable[[], nn.Module],
 ) -> dict[str, Any]:
     total_steps = epochs * len(train)
-    optimizer = dlcore.AdamWWithWarmup(model.parameters(), lr=lr, weight_decay=0.01,
-                                       warmup_steps=max(1, total_steps // 10), total_steps=total_steps)
+    optimizer = dlcore.AdamWWithWarmup(
+        model.parameters(),
+        lr=lr,
+        weight_decay=0.01,
+        warmup_steps=max(1, total_steps // 10),
+        total_steps=total_steps,
+    )
     path = workdir / f"{name}.pt"
-    log(f"== {name}: {sum(p.numel() for p in model.parameters())} parameters, {epochs} epochs x "
-        f"{len(train)} steps, bf16 autocast, checkpointing {[t.__name__ for t in checkpoint_types]}")
+    log(
+        f"== {name}: {sum(p.numel() for p in model.parameters())} parameters, {epochs} epochs x "
+        f"{len(train)} steps, bf16 autocast, checkpointing {[t.__name__ for t in checkpoint_types]}"
+    )
     history = dlcore.fit(
-        model, train, optimizer=optimizer, loss_fn=nn.functional.cross_entropy, epochs=epochs,
-        device="cpu", precision="bf16", scheduler=None, val_loader=val,
-        early_stopping=dlcore.EarlyStopping(patience=3, min_delta=1e-4), mix=mix,
-        checkpointing=checkpoint_types, max_grad_norm=1.0, checkpoint_path=path, log=log,
+        model,
+        train,
+        optimizer=optimizer,
+        loss_fn=nn.functional.cross_entropy,
+        epochs=epochs,
+        device="cpu",
+        precision="bf16",
+        scheduler=None,
+        val_loader=val,
+        early_stopping=dlcore.EarlyStopping(patience=3, min_delta=1e-4),
+        mix=mix,
+        checkpointing=checkpoint_types,
+        max_grad_norm=1.0,
+        checkpoint_path=path,
+        log=log,
     )
     # the checkpoint on disk holds the final (or restored best) weights: reload and compare
     fresh = make_model()
     payload = dlcore.load_checkpoint(path, fresh)
-    same = all(torch.equal(a, b) for a, b in zip(fresh.state_dict().values(), model.state_dict().values(),
-                                                  strict=True))
+    same = all(
+        torch.equal(a, b)
+        for a, b in zip(fresh.state_dict().values(), model.state_dict().values(), strict=True)
+    )
     first, last = history.train_loss[0], min(history.train_loss)
     first_val, best_val = history.val_loss[0], min(history.val_loss)
     ok = math.isfinite(last) and last < 0.8 * first and best_val < 0.8 * first_val and same
-    log(f"   {name}: train loss {first:.3f} -> {last:.3f}, val loss {first_val:.3f} -> {best_val:.3f}, "
+    log(
+        f"   {name}: train loss {first:.3f} -> {last:.3f}, val loss {first_val:.3f} -> {best_val:.3f}, "
         f"checkpoint epoch {payload['epoch'] + 1} reloaded {'equal' if same else 'DIFFERENT'}: "
-        f"{'ok' if ok else 'FAILED'}")
+        f"{'ok' if ok else 'FAILED'}"
+    )
     return {"name": name, "history": history, "ok": ok}
 
 
@@ -166,14 +189,21 @@ def main(
             return dlcore.create_resnet("tiny", num_classes=num_classes)
 
         torch.manual_seed(args.seed)
-        results.append(_run(
-            "resnet-tiny", make_resnet(),
-            image_batches(steps, 32, num_classes, seed=args.seed + 1),
-            image_batches(2, 32, num_classes, seed=999),
-            epochs=epochs, checkpoint_types=(dlcore.PreActBottleneck,),
-            mix=_RandomMixOrCut(torch.Generator().manual_seed(args.seed)), lr=3e-3, workdir=workdir, log=log,
-            make_model=make_resnet,
-        ))
+        results.append(
+            _run(
+                "resnet-tiny",
+                make_resnet(),
+                image_batches(steps, 32, num_classes, seed=args.seed + 1),
+                image_batches(2, 32, num_classes, seed=999),
+                epochs=epochs,
+                checkpoint_types=(dlcore.PreActBottleneck,),
+                mix=_RandomMixOrCut(torch.Generator().manual_seed(args.seed)),
+                lr=3e-3,
+                workdir=workdir,
+                log=log,
+                make_model=make_resnet,
+            )
+        )
 
         vocab, seq_len = 12, 24
 
@@ -181,13 +211,21 @@ def main(
             return EncoderClassifier(vocab, num_classes)
 
         torch.manual_seed(args.seed)
-        results.append(_run(
-            "encoder-tiny", make_encoder(),
-            sequence_batches(steps, 32, num_classes, vocab, seq_len, seed=args.seed + 2),
-            sequence_batches(2, 32, num_classes, vocab, seq_len, seed=998),
-            epochs=epochs, checkpoint_types=(dlcore.TransformerEncoderLayer,), mix=None, lr=3e-3,
-            workdir=workdir, log=log, make_model=make_encoder,
-        ))
+        results.append(
+            _run(
+                "encoder-tiny",
+                make_encoder(),
+                sequence_batches(steps, 32, num_classes, vocab, seq_len, seed=args.seed + 2),
+                sequence_batches(2, 32, num_classes, vocab, seq_len, seed=998),
+                epochs=epochs,
+                checkpoint_types=(dlcore.TransformerEncoderLayer,),
+                mix=None,
+                lr=3e-3,
+                workdir=workdir,
+                log=log,
+                make_model=make_encoder,
+            )
+        )
     failed = [r["name"] for r in results if not r["ok"]]
     log("recipe: " + ("loss fell for every model" if not failed else f"FAILED for {', '.join(failed)}"))
     return 1 if failed else 0

@@ -144,7 +144,12 @@ class TransformerEncoderLayer(nn.Module):
         self, x: Tensor, attn_mask: Tensor | None, key_padding_mask: Tensor | None, is_causal: bool
     ) -> Tensor:
         x = self.self_attn(
-            x, x, x, attn_mask=attn_mask, key_padding_mask=key_padding_mask, need_weights=False,
+            x,
+            x,
+            x,
+            attn_mask=attn_mask,
+            key_padding_mask=key_padding_mask,
+            need_weights=False,
             is_causal=is_causal,
         )[0]  # (B, L, E)
         return self.dropout1(x)
@@ -232,7 +237,12 @@ class TransformerDecoderLayer(nn.Module):
         self, x: Tensor, attn_mask: Tensor | None, key_padding_mask: Tensor | None, is_causal: bool
     ) -> Tensor:
         x = self.self_attn(
-            x, x, x, attn_mask=attn_mask, key_padding_mask=key_padding_mask, need_weights=False,
+            x,
+            x,
+            x,
+            attn_mask=attn_mask,
+            key_padding_mask=key_padding_mask,
+            need_weights=False,
             is_causal=is_causal,
         )[0]  # (B, T, E)
         return self.dropout1(x)
@@ -246,7 +256,12 @@ class TransformerDecoderLayer(nn.Module):
         is_causal: bool,
     ) -> Tensor:
         x = self.multihead_attn(
-            x, mem, mem, attn_mask=attn_mask, key_padding_mask=key_padding_mask, need_weights=False,
+            x,
+            mem,
+            mem,
+            attn_mask=attn_mask,
+            key_padding_mask=key_padding_mask,
+            need_weights=False,
             is_causal=is_causal,
         )[0]  # (B, T, E) attending over (B, S, E)
         return self.dropout2(x)
@@ -384,8 +399,13 @@ class Transformer(nn.Module):
         self.pos_encoding = SinusoidalPositionalEncoding(d_model, max_len=max_len, dropout=dropout).to(device)
         # layers inside are batch-first; a seq-first model transposes the token ids once at entry
         layer_kw: dict[str, Any] = dict(
-            dim_feedforward=dim_feedforward, dropout=dropout, activation=activation,
-            layer_norm_eps=layer_norm_eps, batch_first=True, norm_first=norm_first, **factory,
+            dim_feedforward=dim_feedforward,
+            dropout=dropout,
+            activation=activation,
+            layer_norm_eps=layer_norm_eps,
+            batch_first=True,
+            norm_first=norm_first,
+            **factory,
         )
         enc_norm = nn.LayerNorm(d_model, eps=layer_norm_eps, **factory) if norm_first else None
         dec_norm = nn.LayerNorm(d_model, eps=layer_norm_eps, **factory) if norm_first else None
@@ -443,8 +463,12 @@ class Transformer(nn.Module):
         """tgt token ids and memory (B, S, E) -> logits (B, T, tgt_vocab_size)."""
         y = self._embed("tgt", tgt, self.tgt_embedding)  # (B, T, E)
         y = self.decoder(
-            y, memory, tgt_mask=tgt_mask, memory_mask=memory_mask,
-            tgt_key_padding_mask=tgt_key_padding_mask, memory_key_padding_mask=memory_key_padding_mask,
+            y,
+            memory,
+            tgt_mask=tgt_mask,
+            memory_mask=memory_mask,
+            tgt_key_padding_mask=tgt_key_padding_mask,
+            memory_key_padding_mask=memory_key_padding_mask,
             tgt_is_causal=tgt_is_causal,
         )  # (B, T, E)
         logits = self.output_projection(y)  # (B, T, V)

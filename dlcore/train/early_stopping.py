@@ -110,6 +110,8 @@ class EarlyStopping:
         }
 
     def __repr__(self) -> str:
-        return (f"EarlyStopping(patience={self.patience}, min_delta={self.min_delta}, "
-                f"restore_best_weights={self.restore_best_weights}, counter={self.counter}, "
-                f"best_loss={self.best_loss:.6g}, best_epoch={self.best_epoch})")
+        return (
+            f"EarlyStopping(patience={self.patience}, min_delta={self.min_delta}, "
+            f"restore_best_weights={self.restore_best_weights}, counter={self.counter}, "
+            f"best_loss={self.best_loss:.6g}, best_epoch={self.best_epoch})"
+        )

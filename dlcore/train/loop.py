@@ -246,8 +246,14 @@ def fit(
 
     def save(epoch: int) -> None:
         if checkpoint_path is not None:
-            save_checkpoint(checkpoint_path, model, optimizer, scheduler, epoch=epoch,
-                            extra={"history": history.as_dict()})
+            save_checkpoint(
+                checkpoint_path,
+                model,
+                optimizer,
+                scheduler,
+                epoch=epoch,
+                extra={"history": history.as_dict()},
+            )
 
     for epoch in range(epochs):
         model.train()

@@ -27,9 +27,15 @@ def regression_data() -> tuple[torch.Tensor, torch.Tensor]:
 
 @pytest.mark.parametrize(
     "precision, dtype",
-    [("bf16", torch.bfloat16), ("amp-bf16", torch.bfloat16), ("BFloat16", torch.bfloat16),
-     ("fp32", torch.float32), ("float32", torch.float32), (torch.bfloat16, torch.bfloat16),
-     (torch.float32, torch.float32)],
+    [
+        ("bf16", torch.bfloat16),
+        ("amp-bf16", torch.bfloat16),
+        ("BFloat16", torch.bfloat16),
+        ("fp32", torch.float32),
+        ("float32", torch.float32),
+        (torch.bfloat16, torch.bfloat16),
+        (torch.float32, torch.float32),
+    ],
 )
 def test_resolve_amp_dtype_cpu(precision, dtype) -> None:
     assert resolve_amp_dtype("cpu", precision) == dtype
@@ -138,8 +144,11 @@ def test_loss_fn_override_and_tuple_inputs() -> None:
     model = Two()
     trainer = MixedPrecisionTrainer(model, torch.optim.SGD(model.parameters(), lr=0.1), precision="bf16")
     y = torch.tensor([0, 1])
-    loss = trainer.train_step((torch.randn(2, 3), torch.randn(2, 3)), (y, y),
-                              loss_fn=lambda out, t: F.cross_entropy(out, t[0]) + F.cross_entropy(out, t[1]))
+    loss = trainer.train_step(
+        (torch.randn(2, 3), torch.randn(2, 3)),
+        (y, y),
+        loss_fn=lambda out, t: F.cross_entropy(out, t[0]) + F.cross_entropy(out, t[1]),
+    )
     assert loss.dtype == torch.float32 and loss.ndim == 0 and not loss.requires_grad
 
 
@@ -167,8 +176,9 @@ def test_bf16_on_gpu_no_scaler() -> None:
     if not torch.cuda.is_bf16_supported():
         pytest.skip("GPU without bf16")
     model = mlp().cuda()
-    trainer = MixedPrecisionTrainer(model, torch.optim.SGD(model.parameters(), lr=0.01), precision="bf16",
-                                    loss_fn=F.mse_loss)
+    trainer = MixedPrecisionTrainer(
+        model, torch.optim.SGD(model.parameters(), lr=0.01), precision="bf16", loss_fn=F.mse_loss
+    )
     assert trainer.scaler is None and trainer.device.type == "cuda"
     x, y = regression_data()
     assert torch.isfinite(trainer.train_step(x, y))

@@ -19,23 +19,34 @@ E, H = 16, 4
 
 
 def make_pair(
-    embed_dim: int = E, num_heads: int = H, dtype: torch.dtype = torch.float64, bias: bool = True,
-    batch_first: bool = True, attn_impl: str = "sdpa", seed: int = 0,
+    embed_dim: int = E,
+    num_heads: int = H,
+    dtype: torch.dtype = torch.float64,
+    bias: bool = True,
+    batch_first: bool = True,
+    attn_impl: str = "sdpa",
+    seed: int = 0,
 ) -> tuple[nn.MultiheadAttention, MultiHeadAttention]:
     torch.manual_seed(seed)
     ref = nn.MultiheadAttention(embed_dim, num_heads, bias=bias, batch_first=batch_first, dtype=dtype)
     with torch.no_grad():  # non-zero biases so that bias gradients and offsets are exercised
         for p in ref.parameters():
             p.add_(0.1 * torch.randn_like(p))
-    ours = MultiHeadAttention(embed_dim, num_heads, bias=bias, batch_first=batch_first, dtype=dtype,
-                              attn_impl=attn_impl)  # type: ignore[arg-type]
+    ours = MultiHeadAttention(
+        embed_dim, num_heads, bias=bias, batch_first=batch_first, dtype=dtype, attn_impl=attn_impl
+    )  # type: ignore[arg-type]
     ours.load_state_dict(ref.state_dict())
     return ref, ours
 
 
 def run_both(
-    ref: nn.Module, ours: nn.Module, inputs: tuple[torch.Tensor, ...], kwargs: dict[str, Any],
-    call: Callable[..., Any] | None = None, atol: float | None = None, rtol: float | None = None,
+    ref: nn.Module,
+    ours: nn.Module,
+    inputs: tuple[torch.Tensor, ...],
+    kwargs: dict[str, Any],
+    call: Callable[..., Any] | None = None,
+    atol: float | None = None,
+    rtol: float | None = None,
 ) -> None:
     """Same inputs through both modules: outputs, input gradients and parameter gradients agree."""
     call = call or (lambda m, *xs, **kw: m(*xs, **kw))
@@ -130,7 +141,8 @@ def _cases() -> dict[str, Callable[[torch.dtype], tuple[tuple[torch.Tensor, ...]
     def mask3d_float_and_kpm(dt: torch.dtype) -> Any:
         mem = randn(B, S, E, dtype=dt)
         return (randn(B, L, E, dtype=dt), mem, mem), {
-            "attn_mask": _float_mask(B * H, L, S, dtype=dt), "key_padding_mask": _float_mask(B, S, dtype=dt),
+            "attn_mask": _float_mask(B * H, L, S, dtype=dt),
+            "key_padding_mask": _float_mask(B, S, dtype=dt),
         }
 
     def causal_hint(dt: torch.dtype) -> Any:
@@ -142,10 +154,22 @@ def _cases() -> dict[str, Callable[[torch.dtype], tuple[tuple[torch.Tensor, ...]
         causal = torch.ones(L, L, dtype=torch.bool).triu(1)
         return (x, x, x), {"attn_mask": causal, "key_padding_mask": _kpm(B, L)}
 
-    return {f.__name__: f for f in (
-        self_attn, cross, cross_separate_kv, kpm_bool, kpm_float, mask2d_bool, mask2d_float, mask3d_bool,
-        mask3d_float_and_kpm, causal_hint, causal_bool_and_kpm,
-    )}
+    return {
+        f.__name__: f
+        for f in (
+            self_attn,
+            cross,
+            cross_separate_kv,
+            kpm_bool,
+            kpm_float,
+            mask2d_bool,
+            mask2d_float,
+            mask3d_bool,
+            mask3d_float_and_kpm,
+            causal_hint,
+            causal_bool_and_kpm,
+        )
+    }
 
 
 CASES = _cases()
@@ -156,8 +180,11 @@ CASES = _cases()
 def test_state_dict_keys_match_torch_and_load_both_ways(bias: bool) -> None:
     ref, ours = make_pair(bias=bias)
     assert list(ours.state_dict()) == list(ref.state_dict())
-    expected = ["in_proj_weight", "in_proj_bias", "out_proj.weight", "out_proj.bias"] if bias else [
-        "in_proj_weight", "out_proj.weight"]
+    expected = (
+        ["in_proj_weight", "in_proj_bias", "out_proj.weight", "out_proj.bias"]
+        if bias
+        else ["in_proj_weight", "out_proj.weight"]
+    )
     assert list(ours.state_dict()) == expected
     fresh_ref = nn.MultiheadAttention(E, H, bias=bias, batch_first=True, dtype=torch.float64)
     fresh_ref.load_state_dict(ours.state_dict())  # ours -> torch
@@ -223,8 +250,12 @@ def test_layouts_seq_first_and_unbatched(batch_first: bool) -> None:
     q = randn(B, L, E) if batch_first else randn(L, B, E)
     kv = randn(B, S, E) if batch_first else randn(S, B, E)
     run_both(ref, ours, (q, kv, kv), {"need_weights": True, "key_padding_mask": _kpm(B, S)})
-    run_both(ref, ours, (randn(L, E), randn(S, E), randn(S, E)),
-             {"need_weights": True, "average_attn_weights": False, "attn_mask": _bool_mask(L, S)})
+    run_both(
+        ref,
+        ours,
+        (randn(L, E), randn(S, E), randn(S, E)),
+        {"need_weights": True, "average_attn_weights": False, "attn_mask": _bool_mask(L, S)},
+    )
 
 
 def test_no_bias_parity() -> None:
@@ -244,14 +275,26 @@ def test_fast_path_equals_math_path(case: str) -> None:
 
 @settings(max_examples=25, deadline=None)
 @given(
-    b=st.integers(1, 3), tgt_len=st.integers(1, 6), src_len=st.integers(1, 6),
-    heads=st.sampled_from([1, 2, 4]), head_dim=st.integers(1, 4),
+    b=st.integers(1, 3),
+    tgt_len=st.integers(1, 6),
+    src_len=st.integers(1, 6),
+    heads=st.sampled_from([1, 2, 4]),
+    head_dim=st.integers(1, 4),
     mask_kind=st.sampled_from(["none", "bool2d", "float2d", "bool3d", "kpm", "both"]),
-    impl=st.sampled_from(["sdpa", "math"]), need_weights=st.booleans(), seed=st.integers(0, 2**16),
+    impl=st.sampled_from(["sdpa", "math"]),
+    need_weights=st.booleans(),
+    seed=st.integers(0, 2**16),
 )
 def test_property_parity_random_shapes_and_masks(
-    b: int, tgt_len: int, src_len: int, heads: int, head_dim: int, mask_kind: str, impl: str,
-    need_weights: bool, seed: int,
+    b: int,
+    tgt_len: int,
+    src_len: int,
+    heads: int,
+    head_dim: int,
+    mask_kind: str,
+    impl: str,
+    need_weights: bool,
+    seed: int,
 ) -> None:
     torch.manual_seed(seed)
     e = heads * head_dim
@@ -276,8 +319,12 @@ def test_property_parity_random_shapes_and_masks(
 def test_cross_attention_with_different_lengths_does_not_crash() -> None:
     """Seed bug: K and V were reshaped with the query's length."""
     mha = MultiHeadAttention(E, H)
-    out, w = mha(randn(2, 3, E, dtype=torch.float32), randn(2, 11, E, dtype=torch.float32),
-                 randn(2, 11, E, dtype=torch.float32), need_weights=True)
+    out, w = mha(
+        randn(2, 3, E, dtype=torch.float32),
+        randn(2, 11, E, dtype=torch.float32),
+        randn(2, 11, E, dtype=torch.float32),
+        need_weights=True,
+    )
     assert out.shape == (2, 3, E)
     assert w is not None and w.shape == (2, 3, 11)
 
@@ -350,8 +397,9 @@ def test_fp16_math_path_masks_stay_finite(mask_kind: str) -> None:
     if mask_kind == "bool":
         attn_mask = torch.ones(L, L, dtype=torch.bool).triu(1)
     else:
-        attn_mask = torch.zeros(L, L).masked_fill(torch.ones(L, L, dtype=torch.bool).triu(1),
-                                                  torch.finfo(torch.float32).min)
+        attn_mask = torch.zeros(L, L).masked_fill(
+            torch.ones(L, L, dtype=torch.bool).triu(1), torch.finfo(torch.float32).min
+        )
     out, w = mha(x, x, x, key_padding_mask=kpm, attn_mask=attn_mask, need_weights=True)
     assert out.dtype == torch.float16
     assert torch.isfinite(out).all() and w is not None and torch.isfinite(w).all()
@@ -434,18 +482,28 @@ def test_unknown_attn_impl() -> None:
 @pytest.mark.parametrize(
     ("kwargs", "pattern"),
     [
-        ({"attn_mask": torch.zeros(L, L, dtype=torch.bool)},
-         r"attn_mask: got shape \(5, 5\), expected \(tgt_len, src_len\) = \(5, 7\)"),
-        ({"attn_mask": torch.zeros(B, L, S, dtype=torch.bool)},
-         r"attn_mask: got shape \(3, 5, 7\), expected \(batch \* num_heads, tgt_len, src_len\) "
-         r"= \(12, 5, 7\)"),
+        (
+            {"attn_mask": torch.zeros(L, L, dtype=torch.bool)},
+            r"attn_mask: got shape \(5, 5\), expected \(tgt_len, src_len\) = \(5, 7\)",
+        ),
+        (
+            {"attn_mask": torch.zeros(B, L, S, dtype=torch.bool)},
+            r"attn_mask: got shape \(3, 5, 7\), expected \(batch \* num_heads, tgt_len, src_len\) "
+            r"= \(12, 5, 7\)",
+        ),
         ({"attn_mask": torch.zeros(1, 1, L, S)}, r"attn_mask: got shape \(1, 1, 5, 7\), expected 2-D"),
-        ({"attn_mask": torch.zeros(L, S, dtype=torch.int64)},
-         r"attn_mask: got dtype torch.int64, expected torch.bool or a floating-point dtype"),
-        ({"key_padding_mask": torch.zeros(B, L, dtype=torch.bool)},
-         r"key_padding_mask: got shape \(3, 5\), expected \(batch, src_len\) = \(3, 7\)"),
-        ({"key_padding_mask": torch.zeros(B, S, dtype=torch.int32)},
-         r"key_padding_mask: got dtype torch.int32, expected torch.bool"),
+        (
+            {"attn_mask": torch.zeros(L, S, dtype=torch.int64)},
+            r"attn_mask: got dtype torch.int64, expected torch.bool or a floating-point dtype",
+        ),
+        (
+            {"key_padding_mask": torch.zeros(B, L, dtype=torch.bool)},
+            r"key_padding_mask: got shape \(3, 5\), expected \(batch, src_len\) = \(3, 7\)",
+        ),
+        (
+            {"key_padding_mask": torch.zeros(B, S, dtype=torch.int32)},
+            r"key_padding_mask: got dtype torch.int32, expected torch.bool",
+        ),
     ],
 )
 def test_bad_masks_raise_value_error(kwargs: dict[str, Any], pattern: str) -> None:

@@ -103,7 +103,8 @@ def test_encoder_layer_with_kwargs_dropout_and_rng() -> None:
     preserve_rng_state (the recomputation draws the same dropout masks)."""
     torch.manual_seed(0)
     enc = nn.TransformerEncoder(
-        nn.TransformerEncoderLayer(16, 2, 32, dropout=0.2, batch_first=True), num_layers=2,
+        nn.TransformerEncoderLayer(16, 2, 32, dropout=0.2, batch_first=True),
+        num_layers=2,
         enable_nested_tensor=False,
     )
     ckpt = apply_activation_checkpointing(copy.deepcopy(enc), module_types=nn.TransformerEncoderLayer)
@@ -187,8 +188,11 @@ def test_peak_activation_memory_falls() -> None:
 def test_batchnorm_running_stats_match_plain_model() -> None:
     """The recomputation must not update BatchNorm running statistics a second time."""
     torch.manual_seed(0)
-    plain = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.Sequential(nn.BatchNorm2d(8), nn.ReLU()),
-                          nn.Sequential(nn.Conv2d(8, 8, 3), nn.BatchNorm2d(8, momentum=None)))
+    plain = nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1),
+        nn.Sequential(nn.BatchNorm2d(8), nn.ReLU()),
+        nn.Sequential(nn.Conv2d(8, 8, 3), nn.BatchNorm2d(8, momentum=None)),
+    )
     ckpt = apply_activation_checkpointing(copy.deepcopy(plain), module_types=nn.Sequential)
     assert is_activation_checkpointed(ckpt)  # the root Sequential is selected: outermost only
     for _ in range(2):
@@ -209,8 +213,12 @@ def test_dlcore_blocks_exact_gradients() -> None:
     enc = dlcore.TransformerEncoder(dlcore.TransformerEncoderLayer(16, 2, 32, dropout=0.1), num_layers=2)
     cases = [
         (resnet, dlcore.PreActBottleneck, (torch.randn(2, 3, 32, 32),), {}),
-        (enc, dlcore.TransformerEncoderLayer, (torch.randn(2, 5, 16),),
-         {"src_key_padding_mask": torch.tensor([[False] * 5, [False] * 3 + [True] * 2])}),
+        (
+            enc,
+            dlcore.TransformerEncoderLayer,
+            (torch.randn(2, 5, 16),),
+            {"src_key_padding_mask": torch.tensor([[False] * 5, [False] * 3 + [True] * 2])},
+        ),
     ]
     for model, block, args, kwargs in cases:
         ckpt = apply_activation_checkpointing(copy.deepcopy(model), module_types=(block,))

@@ -45,10 +45,22 @@ def test_loss_falls_with_the_whole_recipe(tmp_path: Path) -> None:
     opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=1e-2, total_steps=6 * 8)
     lines: list[str] = []
-    hist = fit(model, batches(), optimizer=opt, loss_fn=F.cross_entropy, epochs=6, precision="bf16",
-               scheduler=sched, val_loader=batches(2, seed=1), early_stopping=EarlyStopping(patience=3),
-               mix=MixUp(0.2, p=0.5, generator=torch.Generator().manual_seed(0)), checkpointing=(Block,),
-               max_grad_norm=1.0, checkpoint_path=tmp_path / "ckpt.pt", log=lines.append)
+    hist = fit(
+        model,
+        batches(),
+        optimizer=opt,
+        loss_fn=F.cross_entropy,
+        epochs=6,
+        precision="bf16",
+        scheduler=sched,
+        val_loader=batches(2, seed=1),
+        early_stopping=EarlyStopping(patience=3),
+        mix=MixUp(0.2, p=0.5, generator=torch.Generator().manual_seed(0)),
+        checkpointing=(Block,),
+        max_grad_norm=1.0,
+        checkpoint_path=tmp_path / "ckpt.pt",
+        log=lines.append,
+    )
     assert hist.epochs_run == 6 and len(hist.val_loss) == 6 and len(hist.lr) == 6 and len(lines) == 6
     assert hist.train_loss[-1] < 0.5 * hist.train_loss[0]
     assert hist.val_loss[-1] < 0.5 * hist.val_loss[0]
@@ -99,8 +111,15 @@ def test_early_stopping_restores_best_and_checkpoint_holds_it(tmp_path: Path) ->
     g = torch.Generator().manual_seed(3)
     val = [(torch.randn(32, 6, generator=g), torch.randint(0, 3, (32,), generator=g))]
     stopper = EarlyStopping(patience=2)
-    hist = fit(model, batches(), optimizer=opt, epochs=30, val_loader=val, early_stopping=stopper,
-               checkpoint_path=tmp_path / "c.pt")
+    hist = fit(
+        model,
+        batches(),
+        optimizer=opt,
+        epochs=30,
+        val_loader=val,
+        early_stopping=stopper,
+        checkpoint_path=tmp_path / "c.pt",
+    )
     assert hist.stopped_early and hist.epochs_run < 30
     assert hist.best_epoch == stopper.best_epoch == min(range(hist.epochs_run), key=hist.val_loss.__getitem__)
     torch.testing.assert_close(model.state_dict(), stopper.best_state, rtol=0, atol=0)

@@ -144,8 +144,12 @@ def test_wrappers_probability_and_generator() -> None:
 @pytest.mark.parametrize("alpha", [0.0, -1.0, float("nan"), float("inf")])
 def test_bad_alpha(alpha: float) -> None:
     x, y = torch.randn(2, 3, 4, 4), torch.arange(2)
-    for call in (lambda: mixup_batch(x, y, alpha), lambda: cutmix_batch(x, y, alpha),
-                 lambda: MixUp(alpha), lambda: CutMix(alpha)):
+    for call in (
+        lambda: mixup_batch(x, y, alpha),
+        lambda: cutmix_batch(x, y, alpha),
+        lambda: MixUp(alpha),
+        lambda: CutMix(alpha),
+    ):
         with pytest.raises(ValueError, match="alpha.*> 0"):
             call()
 

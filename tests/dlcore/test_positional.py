@@ -19,8 +19,9 @@ def _expected(pos: int, i: int, d_model: int) -> float:
 def test_values_follow_the_paper_formula(d_model: int) -> None:
     pe = SinusoidalPositionalEncoding(d_model, max_len=50, dropout=0.0)
     out = pe(torch.zeros(1, 50, d_model, dtype=torch.float64))
-    expected = torch.tensor([[_expected(p, i, d_model) for i in range(d_model)] for p in range(50)],
-                            dtype=torch.float64)
+    expected = torch.tensor(
+        [[_expected(p, i, d_model) for i in range(d_model)] for p in range(50)], dtype=torch.float64
+    )
     torch.testing.assert_close(out[0], expected, atol=1e-6, rtol=1e-6)  # table is stored in fp32
 
 

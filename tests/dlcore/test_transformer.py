@@ -245,8 +245,16 @@ def test_layers_are_checkpoint_friendly() -> None:
 # ---------------------------------------------------------------------------------------- seq2seq model
 def small_model(**kw: Any) -> Transformer:
     torch.manual_seed(0)
-    kw = {"d_model": D, "nhead": NH, "num_encoder_layers": 2, "num_decoder_layers": 2, "dim_feedforward": FF,
-          "dropout": 0.0, "max_len": 32, **kw}
+    kw = {
+        "d_model": D,
+        "nhead": NH,
+        "num_encoder_layers": 2,
+        "num_decoder_layers": 2,
+        "dim_feedforward": FF,
+        "dropout": 0.0,
+        "max_len": 32,
+        **kw,
+    }
     return Transformer(11, 13, **kw)
 
 
@@ -256,8 +264,9 @@ def test_seq2seq_matches_torch_stacks_with_the_same_weights(norm_first: bool) ->
     model = small_model(norm_first=norm_first, dtype=dt)
     kw = {"dim_feedforward": FF, "dropout": 0.0, "batch_first": True, "norm_first": norm_first, "dtype": dt}
     final = (lambda: nn.LayerNorm(D, dtype=dt)) if norm_first else (lambda: None)
-    ref_enc = nn.TransformerEncoder(nn.TransformerEncoderLayer(D, NH, **kw), 2, norm=final(),
-                                    enable_nested_tensor=False)
+    ref_enc = nn.TransformerEncoder(
+        nn.TransformerEncoderLayer(D, NH, **kw), 2, norm=final(), enable_nested_tensor=False
+    )
     ref_dec = nn.TransformerDecoder(nn.TransformerDecoderLayer(D, NH, **kw), 2, norm=final())
     ref_enc.load_state_dict(model.encoder.state_dict())
     ref_dec.load_state_dict(model.decoder.state_dict())
@@ -271,9 +280,7 @@ def test_seq2seq_matches_torch_stacks_with_the_same_weights(norm_first: bool) ->
     x = model.pos_encoding(model.src_embedding(src) * scale)
     y = model.pos_encoding(model.tgt_embedding(tgt) * scale)
     memory = ref_enc(x, src_key_padding_mask=src_kpm)
-    expected = model.output_projection(
-        ref_dec(y, memory, tgt_mask=tgt_mask, memory_key_padding_mask=src_kpm)
-    )
+    expected = model.output_projection(ref_dec(y, memory, tgt_mask=tgt_mask, memory_key_padding_mask=src_kpm))
     torch.testing.assert_close(logits, expected)
     # gradients of the shared stacks agree too
     logits.sum().backward()
@@ -292,6 +299,7 @@ def test_seq2seq_cross_attention_gets_the_tgt_by_src_memory_mask() -> None:
         def hook(_m: nn.Module, _args: Any, kwargs: dict[str, Any]) -> None:
             mask = kwargs.get("attn_mask")
             seen[key].append(None if mask is None else tuple(mask.shape))
+
         return hook
 
     for layer in model.encoder.layers:
@@ -354,8 +362,14 @@ def test_seq2seq_bf16_autocast_with_padding_is_finite() -> None:
     src, tgt = torch.randint(0, 11, (B, S)), torch.randint(0, 13, (B, T))
     src_kpm = _kpm(B, S)
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        logits = model(src, tgt, tgt_mask=generate_square_subsequent_mask(T), src_key_padding_mask=src_kpm,
-                       memory_key_padding_mask=src_kpm, tgt_key_padding_mask=_kpm(B, T))
+        logits = model(
+            src,
+            tgt,
+            tgt_mask=generate_square_subsequent_mask(T),
+            src_key_padding_mask=src_kpm,
+            memory_key_padding_mask=src_kpm,
+            tgt_key_padding_mask=_kpm(B, T),
+        )
     assert torch.isfinite(logits).all()
     logits.float().sum().backward()
     assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
@@ -381,7 +395,14 @@ def test_seq2seq_bad_inputs_raise() -> None:
 
 
 def test_public_names_resolve_from_dlcore() -> None:
-    for name in ("MultiHeadAttention", "SinusoidalPositionalEncoding", "TransformerEncoderLayer",
-                 "TransformerEncoder", "TransformerDecoderLayer", "TransformerDecoder", "Transformer",
-                 "generate_square_subsequent_mask"):
+    for name in (
+        "MultiHeadAttention",
+        "SinusoidalPositionalEncoding",
+        "TransformerEncoderLayer",
+        "TransformerEncoder",
+        "TransformerDecoderLayer",
+        "TransformerDecoder",
+        "Transformer",
+        "generate_square_subsequent_mask",
+    ):
         assert getattr(dlcore, name).__module__.startswith("dlcore.layers.")
