@@ -19,6 +19,7 @@ from torch, optionally from a ``torch.Generator`` (reproducible runs).
 
 from __future__ import annotations
 
+import abc
 import math
 import random
 from collections.abc import Callable
@@ -153,7 +154,7 @@ def mix_loss(
     return lam * loss_fn(outputs, y_a) + (1.0 - lam) * loss_fn(outputs, y_b)
 
 
-class _RandomMix:
+class _RandomMix(abc.ABC):
     def __init__(
         self,
         alpha: float,
@@ -170,8 +171,9 @@ class _RandomMix:
         self.num_classes = num_classes
         self.generator = generator
 
+    @abc.abstractmethod
     def _apply(self, x: torch.Tensor, y: torch.Tensor) -> MixResult:
-        raise NotImplementedError
+        """Mix the batch unconditionally (the subclass's method)."""
 
     def __call__(self, x: torch.Tensor, y: torch.Tensor) -> MixResult:
         """Mix with probability ``p``; otherwise return ``(x, y, y, 1.0)`` (x itself, unmodified)."""
