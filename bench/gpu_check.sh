@@ -12,6 +12,8 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
+# a tree copied without .git names its commit in .dlbench_commit (write it with: git rev-parse HEAD > .dlbench_commit)
+if [[ -z "${DLBENCH_GIT_COMMIT:-}" && -f .dlbench_commit ]]; then export DLBENCH_GIT_COMMIT=$(cat .dlbench_commit); fi
 PY=${PYTHON:-python3}
 DEST=${1:-${OUT:-gpu_out}}
 WORK=$(mktemp -d)

@@ -55,12 +55,13 @@ def _run(cmd: list[str], timeout: float = 2.0, cwd: Path | None = None) -> str |
 def git_commit(repo: str | None = None) -> str:
     """HEAD of the dlbench checkout, with ``-dirty`` when tracked or untracked (not ignored) files differ.
 
-    ``"unknown"`` when the package does not live in a git work tree or git is missing.
+    ``"unknown"`` when the package does not live in a git work tree or git is missing, unless
+    ``$DLBENCH_GIT_COMMIT`` names the commit (a copy of the tree without ``.git``, as on a GPU machine).
     """
     root = Path(repo) if repo else _REPO_ROOT
     head = _run(["git", "rev-parse", "HEAD"], cwd=root)
     if not head:
-        return "unknown"
+        return os.environ.get("DLBENCH_GIT_COMMIT") or "unknown"
     status = _run(["git", "status", "--porcelain"], cwd=root, timeout=5.0)
     return f"{head}-dirty" if status else head
 

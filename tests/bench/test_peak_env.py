@@ -160,3 +160,12 @@ def test_stale_cached_peak_is_measured_again(tmp_path, monkeypatch: pytest.Monke
     monkeypatch.setenv("DLBENCH_PEAK_TTL_S", "soon")
     with pytest.raises(ValueError, match="DLBENCH_PEAK_TTL_S"):
         peak.cache_ttl_s()
+
+
+def test_git_commit_outside_a_work_tree_uses_the_named_commit(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from bench.harness.env import git_commit
+
+    monkeypatch.delenv("DLBENCH_GIT_COMMIT", raising=False)
+    assert git_commit(str(tmp_path)) == "unknown"
+    monkeypatch.setenv("DLBENCH_GIT_COMMIT", "abc123")
+    assert git_commit(str(tmp_path)) == "abc123"
