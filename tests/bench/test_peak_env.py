@@ -162,7 +162,7 @@ def test_stale_cached_peak_is_measured_again(tmp_path, monkeypatch: pytest.Monke
         peak.cache_ttl_s()
 
 
-def test_git_commit_outside_a_work_tree_uses_the_named_commit(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_git_commit_without_work_tree_uses_named_commit(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
     from bench.harness.env import git_commit
 
     monkeypatch.delenv("DLBENCH_GIT_COMMIT", raising=False)
