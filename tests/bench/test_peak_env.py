@@ -166,6 +166,9 @@ def test_git_commit_without_work_tree_uses_named_commit(tmp_path, monkeypatch: p
     from bench.harness.env import git_commit
 
     monkeypatch.delenv("DLBENCH_GIT_COMMIT", raising=False)
+    git_commit.cache_clear()
     assert git_commit(str(tmp_path)) == "unknown"
     monkeypatch.setenv("DLBENCH_GIT_COMMIT", "abc123")
+    git_commit.cache_clear()  # the lookup is cached per process
     assert git_commit(str(tmp_path)) == "abc123"
+    git_commit.cache_clear()
