@@ -132,6 +132,8 @@ def get_scenario(name: str) -> ScenarioSpec:
     if name in SCENARIOS:
         return SCENARIOS[name]
     public = sorted(n for n, s in SCENARIOS.items() if not s.test_only)
-    close = difflib.get_close_matches(name, public, n=3, cutoff=0.4)
+    # test-only scenarios ("_crash", ...) are listed nowhere, but a name that starts like one gets them
+    pool = list(SCENARIOS) if name.startswith("_") else public
+    close = difflib.get_close_matches(name, pool, n=3, cutoff=0.4)
     hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
     raise ValueError(f"scenario: unknown scenario {name!r}; known: {public}.{hint}")
