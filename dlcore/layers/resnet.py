@@ -44,10 +44,11 @@ from dlcore.layers.squeeze_excite import SqueezeExcite
 __all__ = ["PreActBottleneck", "ResNet", "resnet_presets", "create_resnet"]
 
 
-def _make_act(act_layer: Callable[..., nn.Module]) -> nn.Module:
-    """Instantiate ``act_layer`` in-place when it supports it (as torchvision does for ReLU)."""
+def _make_act(act_layer: Callable[..., nn.Module], inplace: bool = True) -> nn.Module:
+    """Instantiate ``act_layer`` with ``inplace=inplace`` when it takes that argument (in-place by
+    default, as torchvision does for ReLU); layers without an ``inplace`` argument are built bare."""
     try:
-        return act_layer(inplace=True)
+        return act_layer(inplace=inplace)
     except TypeError:
         return act_layer()
 
@@ -114,7 +115,9 @@ class PreActBottleneck(nn.Module):
         self.stride = stride
 
         self.bn1 = norm_layer(in_channels, **factory)
-        self.act1 = _make_act(act_layer)
+        # not in-place: with norm_layer=nn.Identity, bn1(x) is x itself, and an in-place act1 would
+        # overwrite the caller's x (and the identity shortcut)
+        self.act1 = _make_act(act_layer, inplace=False)
         self.conv1 = nn.Conv2d(in_channels, mid, 1, bias=False, **factory)
         self.bn2 = norm_layer(mid, **factory)
         self.act2 = _make_act(act_layer)

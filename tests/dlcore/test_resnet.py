@@ -90,6 +90,23 @@ def test_block_matches_functional_reference(
     torch.testing.assert_close(b(x), out, rtol=0, atol=0)  # eval is deterministic
 
 
+def test_block_identity_norm_leaves_input_unchanged_regression() -> None:
+    # regression: act1 was in-place on bn1(x); with norm_layer=nn.Identity that is x itself, so the
+    # block overwrote the caller's x and its identity shortcut (out = relu(x) + F(x), not x + F(x))
+    torch.manual_seed(0)
+    b = PreActBottleneck(8, 8, norm_layer=nn.Identity, dtype=F64).eval()
+    x = torch.randn(2, 8, 5, 5, dtype=F64)
+    x0 = x.clone()
+    out = b(x)
+    torch.testing.assert_close(x, x0, rtol=0, atol=0)
+    branch = b.conv3(F.relu(b.conv2(F.relu(b.conv1(F.relu(x0))))))
+    torch.testing.assert_close(out, x0 + branch, rtol=1e-12, atol=1e-12)
+    # a leaf input that requires grad (an in-place op on it raised RuntimeError)
+    xg = x0.clone().requires_grad_()
+    b(xg).sum().backward()
+    assert xg.grad is not None and torch.equal(xg.detach(), x0)
+
+
 def test_anti_alias_uses_blurpool_not_strided_conv_regression() -> None:
     # seed bug: "anti-alias" was a conv followed by avg-pool; here: stride-1 conv, then BlurPool
     b = PreActBottleneck(16, 32, stride=2, anti_alias=True)
