@@ -53,10 +53,13 @@ def drop_path(
         return x
     keep_prob = 1.0 - p
     mask_shape = (x.shape[0],) + (1,) * (x.ndim - 1)  # (B, 1, 1, ...): one draw per sample
-    mask = x.new_empty(mask_shape).bernoulli_(keep_prob)
+    # the scaled mask is built in at least float32: in bf16/fp16, 1 / keep_prob itself would be rounded
+    # (1 / 0.9 -> 1.109375 in bf16) before the product, and the expectation would no longer be kept
+    mask_dtype = torch.promote_types(x.dtype, torch.float32) if x.is_floating_point() else x.dtype
+    mask = torch.empty(mask_shape, dtype=mask_dtype, device=x.device).bernoulli_(keep_prob)
     if scale_by_keep:
         mask.div_(keep_prob)
-    return x * mask  # (B, ...) broadcast against (B, 1, ..., 1)
+    return (x * mask).to(x.dtype)  # (B, ...) broadcast against (B, 1, ..., 1); one rounding to x.dtype
 
 
 class DropPath(nn.Module):

@@ -50,6 +50,25 @@ def test_kept_samples_scaled_by_inverse_keep_prob_regression() -> None:
     assert set(mask_raw.unique().tolist()) <= {0.0, 1.0}
 
 
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_low_precision_scale_computed_in_float32_regression(dtype: torch.dtype) -> None:
+    # regression: the mask was built in x.dtype, so 1 / (1 - 0.1) was rounded to bf16 (1.109375)
+    # before the product; now the scaled mask is fp32 and only the product is rounded to x.dtype
+    torch.manual_seed(3)
+    p = 0.1
+    x = (torch.rand(512, 3) + 0.5).to(dtype)
+    out = drop_path(x, p, training=True)
+    assert out.dtype == dtype and out.shape == x.shape
+    kept = (out != 0).all(1)
+    assert 0 < int(kept.sum()) < 512
+    expected = (x[kept].float() * (1.0 / (1.0 - p))).to(dtype)
+    torch.testing.assert_close(out[kept], expected, rtol=0, atol=0)
+    assert torch.all(out[~kept] == 0)
+    # the scale of an all-ones input is 1/0.9 rounded once to x.dtype, not bf16(1/0.9) = 1.109375
+    ones = drop_path(torch.ones(1000, 1, dtype=dtype), p, training=True)
+    assert ones.max().item() == torch.tensor(1.0 / (1.0 - p)).to(dtype).item()
+
+
 def test_expectation_preserved_fixed_seed() -> None:
     torch.manual_seed(2)
     p, n = 0.3, 40_000
