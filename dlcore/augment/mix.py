@@ -86,7 +86,9 @@ def mixup_batch(
 ) -> MixResult:
     """MixUp a batch: ``(λ·x + (1-λ)·x[perm], y, y[perm], λ)`` with ``λ ~ Beta(alpha, alpha)``.
 
-    ``x`` is not modified; the result keeps its dtype, device and memory format. With ``num_classes``,
+    ``x`` is not modified; the result keeps its device and memory format, and the dtype of a
+    floating-point ``x``. An integer ``x`` (e.g. uint8 images) comes back as floating point (torch's
+    default dtype, float32 unless changed), since mixing makes fractional values. With ``num_classes``,
     integer targets come back one-hot.
     """
     _check_alpha(alpha)

@@ -95,6 +95,16 @@ def test_mixup_values_and_targets() -> None:
     )
 
 
+def test_mixup_dtype_as_documented() -> None:
+    # the docstring once said the dtype is always kept; integer images come back as float
+    x = torch.randint(0, 256, (4, 3, 2, 2), dtype=torch.uint8)
+    x_mixed = mixup_batch(x, torch.arange(4), generator=gen(0))[0]
+    assert x_mixed.dtype == torch.get_default_dtype()
+    xf = x.to(torch.float64)
+    assert mixup_batch(xf, torch.arange(4), generator=gen(0))[0].dtype == torch.float64
+    assert mixup_batch(x.half(), torch.arange(4), generator=gen(0))[0].dtype == torch.float16
+
+
 @pytest.mark.parametrize("fn", [mixup_batch, cutmix_batch])
 def test_reproducible_with_generator(fn) -> None:
     x = torch.randn(8, 3, 16, 16)
