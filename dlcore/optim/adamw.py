@@ -23,7 +23,8 @@ What the seed sketch got wrong, and how this file avoids it:
       (and ``warmup_steps == total_steps`` never divides by ``T - W = 0`` either);
     - combined with a second scheduler, two schedules overwrote the same ``lr``: this optimizer
       schedules itself, and ``step()`` raises ``RuntimeError`` when it finds a torch ``LRScheduler``
-      attached or a ``param_group["lr"]`` changed behind its back.
+      attached or a ``param_group["lr"]`` changed behind its back (i.e. no longer the lr this
+      optimizer last wrote there, ``param_group["_sched_lr"]``).
 
 Param groups. Every group carries its own ``lr`` (its base, peak lr) and ``min_lr``; the schedule is
 the formula above applied with that group's ``lr`` and ``min_lr``. A group that does not give its own
@@ -31,13 +32,20 @@ the formula above applied with that group's ``lr`` and ``min_lr``. A group that 
 the schedule multiplies every group's lr by the same factor). ``warmup_steps`` and ``total_steps``
 may be overridden per group too, like any torch optimizer option.
 
-State. ``param_group["lr"]`` always holds the lr that the *next* ``step()`` applies, exactly as with
-``torch.optim.AdamW`` + a torch ``LRScheduler`` stepped once per optimizer step (before any step it
-is the lr of step 1); ``get_last_lr()`` returns those values, like ``LRScheduler.get_last_lr()``.
-The unscheduled peak lr is ``param_group["base_lr"]`` and the number of ``step()`` calls made so far
-is ``param_group["schedule_step"]``. All of these live in the param groups, so ``state_dict()`` /
-``load_state_dict()`` (and tools that keep param-group keys, such as distributed checkpointing)
-resume the exact trajectory.
+Changing the schedule. To change a group's schedule mid-run (or after ``load_state_dict``, e.g. to
+lengthen ``total_steps`` of a resumed run), set its ``base_lr``, ``min_lr``, ``warmup_steps`` or
+``total_steps``: the next ``step()`` applies the lr the new keys prescribe for it (``param_group["lr"]``
+and ``get_last_lr()`` show the new lr from that step on). Do not write ``param_group["lr"]``.
+
+State. ``param_group["lr"]`` holds the lr that the *next* ``step()`` applies (unless the schedule
+keys were changed since the last step), exactly as with ``torch.optim.AdamW`` + a torch
+``LRScheduler`` stepped once per optimizer step (before any step it is the lr of step 1);
+``get_last_lr()`` returns those values, like ``LRScheduler.get_last_lr()``. The unscheduled peak lr
+is ``param_group["base_lr"]``, the number of ``step()`` calls made so far is
+``param_group["schedule_step"]``, and ``param_group["_sched_lr"]`` is the lr this optimizer last wrote
+into ``param_group["lr"]`` (to tell a schedule change from someone else writing ``lr``). All of these
+live in the param groups, so ``state_dict()`` / ``load_state_dict()`` (and tools that keep param-group
+keys, such as distributed checkpointing) resume the exact trajectory.
 """
 
 from __future__ import annotations
@@ -55,6 +63,9 @@ __all__ = ["AdamWWithWarmup", "warmup_cosine_lr"]
 
 # param-group keys this optimizer adds to torch.optim.AdamW's
 _SCHEDULE_KEYS = ("base_lr", "min_lr", "warmup_steps", "total_steps", "schedule_step")
+# param-group key holding the lr this optimizer last wrote into "lr" (optional in a state dict: ones
+# saved before it existed get it from their schedule keys on load)
+_SCHED_LR = "_sched_lr"
 
 
 def _check_nonneg_int(name: str, value: Any) -> int:
@@ -249,6 +260,7 @@ class AdamWWithWarmup(torch.optim.AdamW):
         param_group["min_lr"] = float(param_group["min_lr"])
         param_group["schedule_step"] = self.param_groups[0]["schedule_step"] if self.param_groups else 0
         param_group["lr"] = self._scheduled_lr(param_group, param_group["schedule_step"] + 1)
+        param_group[_SCHED_LR] = param_group["lr"]
         super().add_param_group(param_group)
 
     def get_last_lr(self) -> list[float]:
@@ -266,7 +278,13 @@ class AdamWWithWarmup(torch.optim.AdamW):
         A step that ``torch.amp.GradScaler`` skips for inf/NaN gradients (it hands the fused kernel a
         ``found_inf`` flag) does not advance the schedule, as torch does not advance the per-parameter
         step count either; reading that flag costs one device sync, only when a GradScaler is used.
+
+        The lr applied is the one the group's current schedule keys (``base_lr``, ``min_lr``,
+        ``warmup_steps``, ``total_steps``) prescribe, so changing them takes effect at this step.
+        Raises ``RuntimeError`` when ``param_group["lr"]`` is no longer the lr this optimizer wrote
+        there (another scheduler, or user code, changed it) or a torch ``LRScheduler`` is attached.
         """
+        prescribed: list[float] = []
         for i, group in enumerate(self.param_groups):
             if "initial_lr" in group:
                 raise RuntimeError(
@@ -275,25 +293,40 @@ class AdamWWithWarmup(torch.optim.AdamW):
                     "param_group['lr']. Use torch.optim.AdamW with dlcore.warmup_cosine_schedule instead, "
                     "or drop the other scheduler."
                 )
+            where = f"param group {i}: "
+            _check_schedule(
+                group["base_lr"], group["warmup_steps"], group["total_steps"], group["min_lr"], where=where
+            )
             expected = self._scheduled_lr(group, group["schedule_step"] + 1)
-            if group["lr"] != expected:
+            written = group.get(_SCHED_LR, expected)
+            # lr is what this optimizer wrote (the schedule keys may have changed since: fine), or already
+            # what the current keys prescribe; anything else was written by someone else
+            if group["lr"] != written and group["lr"] != expected:
                 raise RuntimeError(
-                    f"AdamWWithWarmup: param group {i} has lr={group['lr']!r} but its schedule prescribes "
-                    f"{expected!r} for step {group['schedule_step'] + 1}; something else (another "
-                    "scheduler?) changed param_group['lr']. Change the schedule through 'base_lr', 'min_lr', "
-                    "'warmup_steps' and 'total_steps' instead, or use torch.optim.AdamW with a scheduler."
+                    f"AdamWWithWarmup: param group {i} has lr={group['lr']!r} but this optimizer last set it "
+                    f"to {written!r} (its schedule prescribes {expected!r} for step "
+                    f"{group['schedule_step'] + 1}); something else (another scheduler?) changed "
+                    "param_group['lr']. Change the schedule through 'base_lr', 'min_lr', 'warmup_steps' and "
+                    "'total_steps' instead, or use torch.optim.AdamW with a scheduler."
                 )
+            prescribed.append(expected)
+        for group, lr in zip(self.param_groups, prescribed, strict=True):
+            group["lr"] = group[_SCHED_LR] = lr
         loss = _unhooked_adamw_step()(self, closure)
         found_inf = getattr(self, "found_inf", None)  # set by torch.amp.GradScaler for fused optimizers
         if isinstance(found_inf, torch.Tensor) and bool(found_inf.item()):
             return loss  # the kernel skipped the update (inf/NaN grads): the schedule does not advance
         for group in self.param_groups:
             group["schedule_step"] += 1
-            group["lr"] = self._scheduled_lr(group, group["schedule_step"] + 1)
+            group["lr"] = group[_SCHED_LR] = self._scheduled_lr(group, group["schedule_step"] + 1)
         return loss
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        """Load a state dict saved by ``AdamWWithWarmup.state_dict()`` (it holds the step counter)."""
+        """Load a state dict saved by ``AdamWWithWarmup.state_dict()`` (it holds the step counter).
+
+        A state dict saved before ``param_group["_sched_lr"]`` existed is accepted: the loaded groups
+        get the lr their own schedule keys prescribe for the next step as the lr last written.
+        """
         for i, group in enumerate(state_dict["param_groups"]):
             missing = [key for key in _SCHEDULE_KEYS if key not in group]
             if missing:
@@ -302,3 +335,6 @@ class AdamWWithWarmup(torch.optim.AdamW):
                     "saved by AdamWWithWarmup (one from torch.optim.AdamW has no step counter to resume)"
                 )
         super().load_state_dict(state_dict)
+        for group in self.param_groups:
+            if _SCHED_LR not in group:
+                group[_SCHED_LR] = self._scheduled_lr(group, group["schedule_step"] + 1)

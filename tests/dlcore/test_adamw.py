@@ -335,6 +335,87 @@ def test_a_second_scheduler_is_detected() -> None:
         train(model, opt, range(1))
 
 
+def piecewise_reference(lr_of_step, steps: range) -> nn.Module:
+    """torch AdamW (fused) + LambdaLR applying ``lr_of_step(k)`` at step k; the trained model."""
+    ref_model = make_model()
+    ref_opt = torch.optim.AdamW(ref_model.parameters(), lr=LR, weight_decay=0.05, fused=True)
+    sched = torch.optim.lr_scheduler.LambdaLR(ref_opt, lambda e: lr_of_step(e + 1) / LR)
+    train(ref_model, ref_opt, steps, sched)
+    return ref_model
+
+
+@pytest.mark.parametrize(
+    "key,value",
+    [("base_lr", LR / 2), ("min_lr", MIN_LR * 3), ("warmup_steps", 40), ("total_steps", 300)],
+)
+def test_changing_schedule_keys_mid_run_is_applied_regression(key: str, value: float) -> None:
+    # regression: step() raised "param group 0 has lr=... but its schedule prescribes ..." after a
+    # change of the schedule keys, the very way the docstring and that error message recommend
+    model = make_model()
+    opt = AdamWWithWarmup(
+        model.parameters(), lr=LR, weight_decay=0.05, warmup_steps=WARMUP, total_steps=TOTAL, min_lr=MIN_LR
+    )
+    train(model, opt, range(30))
+    opt.param_groups[0][key] = value
+    new = {"lr": LR, "warmup": WARMUP, "total": TOTAL, "min_lr": MIN_LR}
+    new[{"base_lr": "lr", "min_lr": "min_lr", "warmup_steps": "warmup", "total_steps": "total"}[key]] = value
+    applied = train(model, opt, range(30, 60))  # the new schedule applies from step 31 on
+    assert opt.schedule_step == 60
+    assert [a[0] for a in applied[1:]] == pytest.approx([ref_lr(k, **new) for k in range(32, 61)], rel=1e-12)
+    assert opt.get_last_lr() == [pytest.approx(ref_lr(61, **new), rel=1e-12)]
+    old = {"lr": LR, "warmup": WARMUP, "total": TOTAL, "min_lr": MIN_LR}
+    ref_model = piecewise_reference(lambda k: ref_lr(k, **(old if k <= 30 else new)), range(60))
+    assert_same_params(model, ref_model)
+    # someone else writing lr is still detected after a schedule change
+    opt.param_groups[0]["lr"] = 0.5
+    with pytest.raises(RuntimeError, match="changed param_group"):
+        opt.step()
+
+
+def test_resumed_run_can_lengthen_total_steps_regression() -> None:
+    model = make_model()
+    kwargs = {"lr": LR, "weight_decay": 0.05, "warmup_steps": WARMUP, "total_steps": TOTAL, "min_lr": MIN_LR}
+    opt = AdamWWithWarmup(model.parameters(), **kwargs)
+    train(model, opt, range(100))
+    saved = opt.state_dict()
+    assert saved["param_groups"][0]["_sched_lr"] == opt.get_last_lr()[0]
+    buf = io.BytesIO()
+    torch.save(saved, buf)
+    buf.seek(0)
+    resumed = AdamWWithWarmup(model.parameters(), **kwargs)
+    resumed.load_state_dict(torch.load(buf, weights_only=True))
+    resumed.param_groups[0]["total_steps"] = 2 * TOTAL  # train longer than first planned
+    applied = train(model, resumed, range(100, STEPS))
+    assert [a[0] for a in applied[1:]] == pytest.approx(
+        [ref_lr(k, LR, WARMUP, 2 * TOTAL, MIN_LR) for k in range(102, STEPS + 1)], rel=1e-12
+    )
+    ref_model = piecewise_reference(
+        lambda k: ref_lr(k, LR, WARMUP, TOTAL if k <= 100 else 2 * TOTAL, MIN_LR), range(STEPS)
+    )
+    assert_same_params(model, ref_model)
+
+
+def test_state_dict_without_sched_lr_still_loads_and_detects_a_changed_lr() -> None:
+    # state dicts saved before param_group["_sched_lr"] existed
+    model = make_model()
+    kwargs = {"lr": LR, "warmup_steps": WARMUP, "total_steps": TOTAL, "min_lr": MIN_LR}
+    opt = AdamWWithWarmup(model.parameters(), **kwargs)
+    train(model, opt, range(10))
+    old = opt.state_dict()
+    for group in old["param_groups"]:
+        del group["_sched_lr"]
+    resumed = AdamWWithWarmup(model.parameters(), **kwargs)
+    resumed.load_state_dict(old)
+    assert resumed.param_groups[0]["_sched_lr"] == ref_lr(11, LR, WARMUP, TOTAL, MIN_LR)
+    resumed.param_groups[0]["base_lr"] = LR / 2
+    train(model, resumed, range(10, 12))
+    assert resumed.get_last_lr() == [pytest.approx(ref_lr(13, LR / 2, WARMUP, TOTAL, MIN_LR))]
+    old["param_groups"][0]["lr"] = 0.5  # an old checkpoint whose lr was overwritten by something else
+    resumed.load_state_dict(old)
+    with pytest.raises(RuntimeError, match="changed param_group"):
+        resumed.step()
+
+
 # --- bad input ------------------------------------------------------------------------------------------
 
 
