@@ -24,11 +24,18 @@ Attention (``F.scaled_dot_product_attention``), as torch 2.11-2.13 counts it and
 * The math path (SDPA falling back to ``_scaled_dot_product_attention_math``, or attention written
   with ``matmul`` + mask + softmax) decomposes into bmm ops that really compute the full score
   matrix, masked entries included; those are counted as computed, i.e. dense, with no halving.
+* ``torch.nn.MultiheadAttention`` in eval mode without autograd takes a fast path, one
+  ``aten._native_multi_head_attention`` op that FlopCounterMode has no formula for (it counted 0).
+  ``count_flops`` and ``count_flops_by_phase`` therefore switch that fast path off while they
+  count (``torch.backends.mha.set_fastpath_enabled(False)``, the previous setting restored after):
+  the module then runs its projections and SDPA as separate ops, the same math, which are counted
+  as above. Timing and memory passes keep the fast path.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -43,6 +50,7 @@ __all__ = [
     "count_flops",
     "count_flops_by_phase",
     "flop_counter",
+    "mha_fastpath_disabled",
 ]
 
 
@@ -156,22 +164,45 @@ def flop_counter() -> FlopCounterMode:
     return FlopCounterMode(display=False, custom_mapping=ATTENTION_FLOP_MAPPING)
 
 
+@contextmanager
+def mha_fastpath_disabled() -> Iterator[None]:
+    """``nn.MultiheadAttention``'s fused fast path off inside the block (restored after).
+
+    The fast path (``aten._native_multi_head_attention``) has no FLOP formula; without it the module
+    runs the same math as countable ops (see the module docstring).
+    """
+    mha = getattr(torch.backends, "mha", None)
+    if mha is None or not hasattr(mha, "get_fastpath_enabled"):
+        yield
+        return
+    previous = bool(mha.get_fastpath_enabled())
+    mha.set_fastpath_enabled(False)
+    try:
+        yield
+    finally:
+        mha.set_fastpath_enabled(previous)
+
+
 def count_flops_by_phase(step: Any) -> dict[str, int]:
     """FLOPs of each phase of one run of ``step`` (a ``PhasedStep``), in phase order.
 
-    Runs the step once for real (weights are updated as in any step).
+    Runs the step once for real (weights are updated as in any step), with the MHA fast path off.
     """
     counts: dict[str, int] = {}
-    for name, fn in step.phases:
-        with flop_counter() as counter:
-            fn()
-        counts[name] = int(counter.get_total_flops())
+    with mha_fastpath_disabled():
+        for name, fn in step.phases:
+            with flop_counter() as counter:
+                fn()
+            counts[name] = int(counter.get_total_flops())
     return counts
 
 
 def count_flops(step: Any) -> int:
-    """Total FLOPs of one step (all phases) under one ``FlopCounterMode``; runs the step once."""
+    """Total FLOPs of one step (all phases) under one ``FlopCounterMode``; runs the step once.
+
+    The MHA fast path is off while counting (see the module docstring).
+    """
     run = step.run if hasattr(step, "run") else step
-    with flop_counter() as counter:
+    with mha_fastpath_disabled(), flop_counter() as counter:
         run()
     return int(counter.get_total_flops())

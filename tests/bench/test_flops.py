@@ -126,3 +126,22 @@ def test_sdpa_cuda_kernels(backend: str, causal: bool) -> None:
         out.float().sum().backward()
     bwd = 10 * b * h * n * n * d
     assert c.get_total_flops() == (bwd // 2 if causal else bwd), c.get_flop_counts()
+
+
+def _attention_forward_flops(impl: str) -> int:
+    from bench.registry import BuildContext, get_scenario
+
+    spec = get_scenario("attention")
+    cfg = spec.make_config("tiny", impl=impl)
+    w = spec.build(cfg, BuildContext(device="cpu", mode="forward"))
+    return count_flops(make_step(w, mode="forward", precision="fp32"))
+
+
+def test_torch_mha_forward_counts_like_sdpa() -> None:
+    # eval + no_grad: nn.MultiheadAttention's fast path (_native_multi_head_attention) has no
+    # FLOP formula; counting switches it off, so impl=torch counts the same math as impl=sdpa.
+    before = torch.backends.mha.get_fastpath_enabled()
+    flops_torch = _attention_forward_flops("torch")
+    assert flops_torch > 0
+    assert flops_torch == _attention_forward_flops("sdpa")
+    assert torch.backends.mha.get_fastpath_enabled() == before  # restored
