@@ -46,7 +46,9 @@ _DATASHEET: list[tuple[tuple[str, ...], tuple[str, ...], dict[str, float]]] = [
     (("h100", "hbm3"), ("pcie", "nvl"), _H100_SXM),  # torch reports SXM as "NVIDIA H100 80GB HBM3"
     (("h200",), ("nvl",), _H100_SXM),  # H200 SXM: H100 SXM compute with more, faster memory
     (("a100",), (), {"fp32": 19.5, "tf32": 156.0, "bf16": 312.0, "fp16": 312.0}),
-    (("l4",), (), {"fp32": 30.3, "tf32": 60.0, "bf16": 121.0, "fp16": 121.0}),
+    (("l40s",), (), {"fp32": 91.6, "tf32": 183.0, "bf16": 362.05, "fp16": 362.05}),
+    # "l4" is a substring of "l40" / "l40s": exclude them (L40 has no entry: None)
+    (("l4",), ("l40",), {"fp32": 30.3, "tf32": 60.0, "bf16": 121.0, "fp16": 121.0}),
     (("rtx 4090",), (), {"fp32": 82.6, "tf32": 82.6, "bf16": 165.2, "fp16": 165.2}),  # fp32 accumulate
 ]
 

@@ -79,6 +79,9 @@ def test_git_commit_format(tmp_path) -> None:
         ("NVIDIA A100-SXM4-80GB", "amp-bf16", 312.0),
         ("NVIDIA A100-PCIE-40GB", "fp32", 19.5),
         ("NVIDIA L4", "amp-fp16", 121.0),
+        ("NVIDIA L40S", "amp-bf16", 362.05),  # not L4's figure ("l4" is a substring of "l40s")
+        ("NVIDIA L40S", "fp32", 91.6),
+        ("NVIDIA L40", "amp-bf16", None),
         ("NVIDIA H100 NVL", "amp-bf16", None),
         ("NVIDIA H200 NVL", "amp-bf16", None),
         ("AMD EPYC", "fp32", None),
