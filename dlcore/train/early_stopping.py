@@ -5,11 +5,13 @@ the "patience" rule as in Goodfellow, Bengio & Courville, Deep Learning (2016), 
 
 The seed kept ``model.state_dict().copy()``: a *shallow* copy whose tensors are the live parameters,
 so the "best" weights changed with every optimizer step and the restore was a no-op. Here the best
-state is a deep copy (``tensor.detach().clone()`` of every entry), taken when the loss improves.
+state is a deep copy (``tensor.detach().clone()`` of every tensor entry, ``copy.deepcopy`` of the
+non-tensor ones such as a module's ``get_extra_state()``), taken when the loss improves.
 """
 
 from __future__ import annotations
 
+import copy
 import math
 from typing import Any
 
@@ -37,6 +39,9 @@ class EarlyStopping:
         counter: calls since the last improvement; best_loss: the best loss seen (inf before any call);
         best_epoch: 0-based index of the call (or the ``epoch`` passed) that gave ``best_loss``;
         should_stop: whether the latest call said stop; best_state: the saved weights or None.
+
+    ``state_dict()`` / ``load_state_dict()`` save and resume all of these (the best weights too when
+    ``restore_best_weights`` is set, so a resumed run can still restore them).
     """
 
     def __init__(
@@ -64,16 +69,24 @@ class EarlyStopping:
         self.counter = 0
         self.best_loss = math.inf
         self.best_epoch: int | None = None
-        self.best_state: dict[str, torch.Tensor] | None = None
+        self.best_state: dict[str, Any] | None = None
         self.should_stop = False
         self._calls = 0
 
-    def _snapshot(self, model: nn.Module) -> dict[str, torch.Tensor]:
-        # deep copy: clone every tensor, so later optimizer steps cannot change the saved weights
-        return {
-            k: v.detach().to(self.state_device, copy=True) if self.state_device else v.detach().clone()
-            for k, v in model.state_dict().items()
-        }
+    def _copy_state(self, state: dict[str, Any]) -> dict[str, Any]:
+        # deep copy: clone every tensor (onto state_device if set), so later optimizer steps cannot change
+        # the saved weights; other entries (a module's get_extra_state(), ...) are deep-copied
+        out: dict[str, Any] = {}
+        for k, v in state.items():
+            if isinstance(v, torch.Tensor):
+                v = v.detach()
+                out[k] = v.to(self.state_device, copy=True) if self.state_device else v.clone()
+            else:
+                out[k] = copy.deepcopy(v)
+        return out
+
+    def _snapshot(self, model: nn.Module) -> dict[str, Any]:
+        return self._copy_state(model.state_dict())
 
     def __call__(self, val_loss: float | torch.Tensor, model: nn.Module, epoch: int | None = None) -> bool:
         loss = float(val_loss)
@@ -99,15 +112,42 @@ class EarlyStopping:
                 "EarlyStopping.restore: no best weights saved "
                 "(no call improved yet, or restore_best_weights=False)"
             )
-        model.load_state_dict(self.best_state)
+        # tensors are copied into the model's own; other entries are handed over as copies, so a
+        # module that keeps (and later mutates) its extra state cannot change the saved one
+        model.load_state_dict(
+            {k: v if isinstance(v, torch.Tensor) else copy.deepcopy(v) for k, v in self.best_state.items()}
+        )
 
     def state_dict(self) -> dict[str, Any]:
-        return {
+        """The progress so far (and the best weights when ``restore_best_weights``), for a checkpoint."""
+        state: dict[str, Any] = {
             "counter": self.counter,
             "best_loss": self.best_loss,
             "best_epoch": self.best_epoch,
             "calls": self._calls,
+            "should_stop": self.should_stop,
         }
+        if self.restore_best_weights:
+            state["best_state"] = self.best_state
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Resume from ``state_dict()``. The best weights are copied in (onto ``state_device`` if set);
+        a state without them (saved with ``restore_best_weights=False``) leaves none to restore."""
+        missing = [key for key in ("counter", "best_loss", "best_epoch", "calls") if key not in state]
+        if missing:
+            raise ValueError(
+                f"state: lacks the keys {missing}; expected a dict from EarlyStopping.state_dict()"
+            )
+        best_state = state.get("best_state")
+        self.counter = int(state["counter"])
+        self.best_loss = float(state["best_loss"])
+        self.best_epoch = None if state["best_epoch"] is None else int(state["best_epoch"])
+        self._calls = int(state["calls"])
+        self.should_stop = bool(state.get("should_stop", False))
+        self.best_state = (
+            self._copy_state(best_state) if best_state is not None and self.restore_best_weights else None
+        )
 
     def __repr__(self) -> str:
         return (

@@ -93,3 +93,74 @@ def test_state_device_cpu_copy() -> None:
 def test_bad_arguments(kwargs: dict, match: str) -> None:
     with pytest.raises(ValueError, match=match):
         EarlyStopping(**kwargs)
+
+
+class WithExtraState(nn.Module):
+    """A module whose state_dict holds a non-tensor entry (``get_extra_state``)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.linear = nn.Linear(4, 1)
+        self.tag = {"v": 1}
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.linear(x)
+
+    def get_extra_state(self) -> dict:
+        return self.tag
+
+    def set_extra_state(self, state: dict) -> None:
+        self.tag = state
+
+
+@pytest.mark.parametrize("state_device", [None, "cpu"])
+def test_snapshot_of_non_tensor_extra_state_regression(state_device: str | None) -> None:
+    # regression: _snapshot called .detach() on every state_dict entry and crashed on extra state
+    torch.manual_seed(0)
+    model = WithExtraState()
+    stopper = EarlyStopping(patience=1, state_device=state_device)
+    stopper(0.1, model)
+    best = snapshot(model.linear)
+    assert stopper.best_state is not None and stopper.best_state["_extra_state"] == {"v": 1}
+    model.tag["v"] = 2  # a deep copy: mutating the live extra state does not change the saved one
+    train_a_bit(model)
+    assert stopper(0.2, model) is True
+    assert model.tag == {"v": 1}
+    torch.testing.assert_close(snapshot(model.linear), best, rtol=0, atol=0)
+    model.tag["v"] = 3  # the restored extra state is a copy too
+    assert stopper.best_state["_extra_state"] == {"v": 1}
+
+
+def test_state_dict_round_trip_resumes_and_restores(tmp_path) -> None:
+    torch.manual_seed(0)
+    model = nn.Linear(4, 1)
+    stopper = EarlyStopping(patience=3, min_delta=0.01)
+    for epoch, loss in enumerate([0.5, 0.3, 0.35]):
+        stopper(loss, model, epoch)
+        if epoch == 1:
+            best = snapshot(model)
+        train_a_bit(model)
+    torch.save(stopper.state_dict(), tmp_path / "es.pt")
+    state = torch.load(tmp_path / "es.pt", weights_only=True)
+
+    resumed = EarlyStopping(patience=3, min_delta=0.01)
+    resumed.load_state_dict(state)
+    assert (resumed.counter, resumed.best_loss, resumed.best_epoch, resumed.should_stop) == (1, 0.3, 1, False)
+    assert resumed.state_dict().keys() == stopper.state_dict().keys()
+    torch.testing.assert_close(resumed.best_state, best, rtol=0, atol=0)
+    # the loaded best weights are a copy, not the dict that was passed in
+    state["best_state"]["weight"].zero_()
+    torch.testing.assert_close(resumed.best_state, best, rtol=0, atol=0)
+    assert resumed(0.4, model) is False  # default epoch continues from the saved call count
+    assert resumed(0.4, model) is True and resumed.counter == 3
+    torch.testing.assert_close(snapshot(model), best, rtol=0, atol=0)
+
+    # without restore_best_weights no weights are saved, and none are loaded
+    plain = EarlyStopping(patience=3, restore_best_weights=False)
+    plain(0.5, model)
+    assert "best_state" not in plain.state_dict()
+    again = EarlyStopping(patience=3, restore_best_weights=False)
+    again.load_state_dict(plain.state_dict())
+    assert again.best_state is None and again.best_loss == 0.5 and again.best_epoch == 0
+    with pytest.raises(ValueError, match="lacks the keys"):
+        again.load_state_dict({"counter": 0})
