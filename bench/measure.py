@@ -10,7 +10,8 @@
 Then the derived figures: throughput = items_per_step / median seconds (``<unit>/s``), achieved
 TFLOP/s = FLOPs / median seconds / 1e12, MFU against the peak measured on the spot by a large
 matmul in the run's precision (``measured_peak_tflops``, cached per machine) and against a dense
-datasheet peak where the device is known (``mfu_datasheet``).
+datasheet peak where the device is known (``mfu_datasheet``; for fp32 on CUDA with TF32 matmuls
+allowed, the TF32 peak: ``bench.harness.peak.matmul_precision``).
 
 A memory or FLOP pass that fails after a good timing pass leaves its columns empty and says why in
 ``reason``; the row stays ``ok`` because the timing is valid. A failure while building or timing
@@ -177,7 +178,7 @@ def _mfu_fields(
     notes: list[str],
 ) -> dict[str, Any]:
     """achieved TFLOP/s, the measured and datasheet peaks, and MFU against each."""
-    from bench.harness.peak import datasheet_peak_tflops, measured_peak_tflops
+    from bench.harness.peak import datasheet_peak_tflops, matmul_precision, measured_peak_tflops
 
     out: dict[str, Any] = {}
     achieved = flops / median_s / 1e12 if flops and median_s > 0 else None
@@ -194,7 +195,8 @@ def _mfu_fields(
             f"mfu {out['mfu']:.2f} > 1: the cached matmul peak ({peak:.4g} TFLOP/s) is too low, probably "
             "measured on a busy machine; re-measure with DLBENCH_PEAK_TTL_S=0"
         )
-    sheet = datasheet_peak_tflops(device_name, precision) if device_name else None
+    # fp32 on CUDA with TF32 allowed runs its matmuls as TF32: compare against that column
+    sheet = datasheet_peak_tflops(device_name, matmul_precision(precision, device)) if device_name else None
     out["peak_tflops_datasheet"] = sheet
     out["mfu_datasheet"] = achieved / sheet if achieved is not None and sheet else None
     return out
