@@ -17,8 +17,11 @@ CVPR 2019, arXiv:1812.01187 for cosine schedules and mixup in one recipe). What 
 from __future__ import annotations
 
 import contextlib
+import io
 import math
 import os
+import pickle
+import re
 import tempfile
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -77,6 +80,46 @@ def _fsync_dir(directory: Path) -> None:
             os.close(fd)
 
 
+_EXTRA_ALLOWED = (
+    "tensors, numbers, strings, booleans, None, and lists/tuples/dicts of those "
+    "(what torch.load(weights_only=True) accepts)"
+)
+
+
+def _weights_only_reason(error: BaseException) -> str:
+    """The gist of a ``torch.load(weights_only=True)`` / pickling error (torch's message is long)."""
+    text = str(error)
+    found = re.search(r"WeightsUnpickler error: (.*?\.)(?:\s|$)", text)
+    reason = found.group(1) if found else (text.strip().splitlines() or [""])[0]
+    return f"{type(error).__name__}: {reason}"
+
+
+def _check_extra(extra: dict[str, Any]) -> None:
+    """Raise ``ValueError`` unless ``extra`` survives ``torch.save`` + ``torch.load(weights_only=True)``."""
+    buf = io.BytesIO()
+    try:
+        torch.save(extra, buf)
+    except (pickle.PickleError, TypeError, AttributeError, ValueError, RuntimeError) as e:
+        raise ValueError(
+            f"extra: cannot be saved ({_weights_only_reason(e)}); expected only {_EXTRA_ALLOWED}"
+        ) from e
+    buf.seek(0)
+    try:
+        torch.load(buf, map_location="cpu", weights_only=True)
+    except (pickle.PickleError, TypeError, AttributeError, ValueError, RuntimeError) as e:
+        raise ValueError(
+            "extra: load_checkpoint (torch.load(weights_only=True)) could not load it back "
+            f"({_weights_only_reason(e)}); expected only {_EXTRA_ALLOWED}"
+        ) from e
+
+
+def _umask() -> int:
+    """The process umask (read by setting it and setting it straight back)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def save_checkpoint(
     path: str | os.PathLike[str],
     model: nn.Module,
@@ -90,9 +133,13 @@ def save_checkpoint(
 
     The payload is written to a temp file in the same directory, flushed and fsynced, then renamed
     over ``path`` with ``os.replace`` (atomic on POSIX and Windows); on any error the temp file is
-    removed and an existing checkpoint at ``path`` is left untouched. ``extra`` must hold only what
-    ``torch.load(weights_only=True)`` accepts: tensors, numbers, strings, None, lists/tuples/dicts.
+    removed and an existing checkpoint at ``path`` is left untouched. The file gets the usual mode of a
+    new file (``0o666`` less the process umask), not the temp file's ``0o600``. ``extra`` must hold only
+    what ``torch.load(weights_only=True)`` accepts: tensors, numbers, strings, None, lists/tuples/dicts;
+    anything else raises ``ValueError`` before any file is written.
     """
+    if extra is not None:
+        _check_extra(extra)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     payload = {
@@ -105,6 +152,8 @@ def save_checkpoint(
     }
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        if hasattr(os, "fchmod"):  # mkstemp makes the file 0o600; os.replace would keep that mode
+            os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as f:
             torch.save(payload, f)
             f.flush()
@@ -155,6 +204,13 @@ def _check_scheduler(scheduler: Any, optimizer: torch.optim.Optimizer) -> None:
         )
     if not callable(getattr(scheduler, "step", None)):
         raise TypeError(f"scheduler: expected an object with .step(); got {type(scheduler).__name__}")
+    if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+        raise ValueError(
+            "scheduler: ReduceLROnPlateau is not supported: its step() needs a metric (step(val_loss)), "
+            "but fit steps its scheduler once per optimizer step without one. Use a schedule driven by the "
+            "step count (e.g. OneCycleLR, LambdaLR, dlcore.warmup_cosine_schedule), or run your own loop to "
+            "step ReduceLROnPlateau once per epoch on the validation loss"
+        )
     sched_opt = getattr(scheduler, "optimizer", None)
     if sched_opt is not None and sched_opt is not optimizer:
         raise ValueError("scheduler: it drives a different optimizer than the one passed to fit")
@@ -216,7 +272,8 @@ def fit(
         epochs: maximum number of epochs (>= 1).
         device: where to train; precision: "fp32" (default), "bf16" (CPU/GPU) or "fp16" (GPU) — see
             ``MixedPrecisionTrainer``.
-        scheduler: ONE learning-rate scheduler, stepped after every optimizer step that was taken.
+        scheduler: ONE learning-rate scheduler, stepped (``scheduler.step()``, no metric) after every
+            optimizer step that was taken; ``ReduceLROnPlateau`` is refused (it needs a metric).
         val_loader: batches for the validation loss (computed each epoch, under the same autocast).
         early_stopping: an ``EarlyStopping``, fed the validation loss (the train loss without a
             ``val_loader``); when it says stop, training ends (with the best weights restored if it is

@@ -191,6 +191,55 @@ def test_atomic_save_keeps_old_file_when_write_fails(tmp_path: Path, monkeypatch
     assert load_checkpoint(path, classifier())["epoch"] == 1
 
 
+def test_saved_checkpoint_mode_follows_the_umask_regression(tmp_path: Path) -> None:
+    # regression: the mkstemp temp file is 0o600 and os.replace kept that mode for the checkpoint
+    model = classifier()
+    old = os.umask(0o027)
+    try:
+        path = save_checkpoint(tmp_path / "a.pt", model)
+        assert path.stat().st_mode & 0o777 == 0o640
+        os.umask(0o022)
+        save_checkpoint(path, model)  # replacing an existing file too
+        assert path.stat().st_mode & 0o777 == 0o644
+    finally:
+        os.umask(old)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.pt"]
+
+
+@pytest.mark.parametrize(
+    "extra, needle",
+    [
+        ({"path": Path("/x")}, "could not load it back"),  # pickles, but weights_only refuses it
+        ({"fn": lambda x: x}, "cannot be saved"),  # does not even pickle
+    ],
+)
+def test_extra_that_load_checkpoint_would_refuse_is_rejected_regression(
+    tmp_path: Path, extra: dict, needle: str
+) -> None:
+    # regression: save_checkpoint wrote an `extra` that load_checkpoint (weights_only=True) then refused
+    model = classifier()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    path = save_checkpoint(tmp_path / "ckpt.pt", model, opt, epoch=1, extra={"ok": [1, 2.5, "s", None]})
+    good = path.read_bytes()
+    with pytest.raises(ValueError, match=rf"extra: .*{needle}.*expected only tensors, numbers, strings"):
+        save_checkpoint(path, model, opt, epoch=2, extra=extra)
+    assert path.read_bytes() == good  # the old checkpoint is intact
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt.pt"]  # and no temp file is left
+    payload = load_checkpoint(path, classifier(), torch.optim.SGD(classifier().parameters(), lr=0.1))
+    assert payload["epoch"] == 1 and payload["extra"] == {"ok": [1, 2.5, "s", None]}
+
+
+def test_reduce_lr_on_plateau_is_refused_regression() -> None:
+    # regression: fit accepted ReduceLROnPlateau, then crashed on its first step() (no metric)
+    model = classifier()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    before = [p.detach().clone() for p in model.parameters()]
+    sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt)
+    with pytest.raises(ValueError, match="scheduler: ReduceLROnPlateau .*needs a metric"):
+        fit(model, batches(2), optimizer=opt, epochs=1, scheduler=sched)
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))  # nothing ran
+
+
 def test_bad_arguments() -> None:
     model = classifier()
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
