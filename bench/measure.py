@@ -21,6 +21,8 @@ propagates (the child turns it into an ``oom`` or ``error`` row).
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -68,6 +70,28 @@ def _apply_channels_last(workload: Any) -> None:
     )
 
 
+@contextmanager
+def cuda_device_current(device: str) -> Iterator[None]:
+    """Make ``device`` (``cuda:N``) the current CUDA device inside the block; the previous one after.
+
+    CUDA events record on the current device's stream, and ``empty_cache`` / the allocator's
+    statistics act on the current device: without this, ``--device cuda:1`` would time an empty
+    stream of cuda:0. ``cpu`` and a bare ``cuda`` (the current device already) change nothing.
+    """
+    import torch
+
+    dev = torch.device(device)
+    if dev.type != "cuda" or dev.index is None:
+        yield
+        return
+    previous = torch.cuda.current_device()
+    torch.cuda.set_device(dev)
+    try:
+        yield
+    finally:
+        torch.cuda.set_device(previous)
+
+
 def measure(
     *,
     scenario: str,
@@ -82,7 +106,40 @@ def measure(
     device_name: str | None = None,
     options: MeasureOptions | None = None,
 ) -> Measurement:
-    """Build the configuration and run the timing, memory and FLOP passes (in that order)."""
+    """Build the configuration and run the timing, memory and FLOP passes (in that order).
+
+    On ``cuda:N`` the device is made current for all of it (``cuda_device_current``).
+    """
+    with cuda_device_current(device):
+        return _measure(
+            scenario=scenario,
+            mode=mode,
+            precision=precision,
+            checkpointing=checkpointing,
+            device=device,
+            params=params,
+            preset=preset,
+            seed=seed,
+            channels_last=channels_last,
+            device_name=device_name,
+            options=options,
+        )
+
+
+def _measure(
+    *,
+    scenario: str,
+    mode: str,
+    precision: str,
+    checkpointing: str,
+    device: str,
+    params: dict[str, Any],
+    preset: str,
+    seed: int,
+    channels_last: bool,
+    device_name: str | None,
+    options: MeasureOptions | None,
+) -> Measurement:
     from bench.harness.flops import count_flops
     from bench.harness.memory import measure_memory
     from bench.harness.timing import time_step

@@ -16,7 +16,8 @@ How a step is timed (``time_step``):
   stay below 0.1 % of a sample. ``TimingResult.calls_per_sample`` records ``k``; samples are always
   per call.
 * **Clocks.** CPU: ``time.perf_counter_ns`` read just before and after each call (or block).
-  CUDA: a pair of CUDA events recorded around each call (or block) on the current stream, with one
+  CUDA: a pair of CUDA events recorded around each call (or block) on the current stream (of the
+  current device: the caller makes ``device`` current, as ``bench.measure`` does), with one
   ``torch.cuda.synchronize`` at the end of each batch of samples; event times cover the GPU work and
   any gap where the GPU waited for the host, i.e. the real step time.
 * **Stopping rule.** Samples are taken in batches (each batch about ``BATCH_TARGET_S`` long, and
