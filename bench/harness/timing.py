@@ -105,7 +105,8 @@ class TimingResult:
 
     ``noisy`` is True when the measurement should not be trusted on its own: the 95 % CI of the
     median is wider than ``±target_rel_ci`` of the median, or there are too few samples for a 95 %
-    CI (n < 6), or the coefficient of variation exceeds ``NOISY_CV`` (0.20: heavy outliers, such as
+    CI (n < 6), or fewer than ``min_samples`` (the time cap ended sampling first), or the
+    coefficient of variation exceeds ``NOISY_CV`` (0.20: heavy outliers, such as
     another process taking the cores, even if the median itself is pinned down).
     """
 
@@ -118,6 +119,7 @@ class TimingResult:
     elapsed_s: float = 0.0  # wall time spent sampling (warm-up excluded)
     confidence: float = 0.95
     extra: dict[str, Any] = field(default_factory=dict)
+    min_samples: int = 1  # the sampling loop's minimum (1 for dicts written before it was stored)
 
     @property
     def n(self) -> int:
@@ -178,6 +180,10 @@ class TimingResult:
             reasons.append(
                 f"CI half-width {self.rel_ci_halfwidth:.2%} of the median exceeds "
                 f"target {self.target_rel_ci:.2%}"
+            )
+        if self.n < self.min_samples:
+            reasons.append(
+                f"only {self.n} of the {self.min_samples} minimum samples (time cap reached first)"
             )
         if self.cv > NOISY_CV:
             reasons.append(f"coefficient of variation {self.cv:.2f} exceeds {NOISY_CV}")
@@ -376,4 +382,5 @@ def time_step(
         calls_per_sample=k,
         device=device,
         elapsed_s=(_now_ns() - t_start) * 1e-9,
+        min_samples=min_samples,
     )

@@ -120,6 +120,19 @@ def test_time_cap_can_end_below_min_samples(clock: FakeClock) -> None:
     assert r.noisy and "too few" in r.noisy_reasons[0]
 
 
+def test_time_cap_below_min_samples_is_noisy_even_with_enough_for_a_ci(clock: FakeClock) -> None:
+    # 8 identical samples: enough for a 95 % CI (n >= 6) and a zero-width one, but fewer than the
+    # 10 asked for -> still flagged noisy, with the reason.
+    step, _ = _step(clock, iter(lambda: 1_000_000_000, None))  # 1 s per call
+    r = time_step(step, warmup_iters=1, min_samples=10, max_time_s=8.0)
+    assert r.stop_reason == "time_cap" and r.n == 8 and r.rel_ci_halfwidth == 0.0
+    assert r.min_samples == 10
+    assert r.noisy and r.noisy_reasons == ["only 8 of the 10 minimum samples (time cap reached first)"]
+    assert TimingResult.from_dict(r.to_dict()) == r
+    old = {k: v for k, v in r.to_dict().items() if k != "min_samples"}  # a sidecar from before
+    assert TimingResult.from_dict(old).min_samples == 1 and not TimingResult.from_dict(old).noisy
+
+
 def test_max_samples(clock: FakeClock) -> None:
     step, _ = _step(clock, iter(lambda: 1_000_000, None))
     r = time_step(step, warmup_iters=0, min_samples=10, max_samples=7, max_time_s=1e9)
