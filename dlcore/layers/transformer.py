@@ -7,7 +7,9 @@ Xiong et al. 2020, "On Layer Normalization in the Transformer Architecture") lay
 :class:`TransformerEncoderLayer`, :class:`TransformerEncoder`, :class:`TransformerDecoderLayer` and
 :class:`TransformerDecoder` take the constructor arguments and ``forward`` arguments of their
 ``torch.nn`` namesakes (with ``batch_first=True`` as the default) and have the same ``state_dict``
-keys, so weights load both ways. They never take torch's inference fast path or convert inputs to
+keys, so weights load both ways. Like torch's, they also take unbatched input: ``(L, E)`` in,
+``(L, E)`` out, with key padding masks of shape ``(L,)`` and attention masks ``(L, S)`` or
+``(num_heads, L, S)``. They never take torch's inference fast path or convert inputs to
 nested tensors: every position, padded or not, is computed the same way in train and eval.
 
 :class:`Transformer` is the seq2seq model of the paper: token embeddings scaled by ``sqrt(d_model)``,
@@ -82,10 +84,35 @@ def _get_activation(activation: Activation) -> Callable[[Tensor], Tensor]:
     raise ValueError(f"activation: got {type(activation).__name__}, expected 'relu', 'gelu' or a callable")
 
 
-def _check_batched(name: str, x: Tensor, d_model: int, batch_first: bool) -> None:
-    if x.dim() != 3 or x.size(-1) != d_model:
+def _check_input(name: str, x: Tensor, d_model: int, batch_first: bool) -> None:
+    """``x`` must be batched (3-D, laid out as ``batch_first`` says) or unbatched (seq_len, d_model)."""
+    if x.dim() not in (2, 3) or x.size(-1) != d_model:
         layout = "(batch, seq_len, d_model)" if batch_first else "(seq_len, batch, d_model)"
-        raise ValueError(f"{name}: got shape {tuple(x.shape)}, expected {layout} with d_model={d_model}")
+        raise ValueError(
+            f"{name}: got shape {tuple(x.shape)}, expected {layout} or unbatched (seq_len, d_model) "
+            f"with d_model={d_model}"
+        )
+
+
+def _batch_padding_mask(name: str, mask: Tensor | None, x: Tensor) -> Tensor | None:
+    """The key padding mask ``(L,)`` of an unbatched ``x`` (L, E) as that of a batch of one, ``(1, L)``."""
+    if mask is None:
+        return None
+    if mask.shape != (x.size(0),):
+        raise ValueError(
+            f"{name}: got shape {tuple(mask.shape)}, expected (seq_len,) = ({x.size(0)},) for the unbatched "
+            f"input of shape {tuple(x.shape)}"
+        )
+    return mask.unsqueeze(0)  # (1, L)
+
+
+def _seq_len(x: Tensor, batch_first: bool) -> int:
+    """Sequence length of a batched or unbatched input (-1 for a malformed one: the layer will raise)."""
+    if x.dim() == 2:
+        return x.size(0)
+    if x.dim() == 3:
+        return x.size(1 if batch_first else 0)
+    return -1
 
 
 class TransformerEncoderLayer(nn.Module):
@@ -129,8 +156,16 @@ class TransformerEncoderLayer(nn.Module):
         src_key_padding_mask: Tensor | None = None,
         is_causal: bool = False,
     ) -> Tensor:
-        """src: (B, L, E) (batch_first) -> (B, L, E); masks as in :class:`MultiHeadAttention`."""
-        _check_batched("src", src, self.d_model, self.batch_first)
+        """src: (B, L, E) (batch_first) -> (B, L, E); masks as in :class:`MultiHeadAttention`.
+
+        Unbatched ``src`` (L, E) -> (L, E), with ``src_key_padding_mask`` (L,) (as in torch).
+        """
+        _check_input("src", src, self.d_model, self.batch_first)
+        b_dim = 0 if self.batch_first else 1
+        unbatched = src.dim() == 2
+        if unbatched:
+            src_key_padding_mask = _batch_padding_mask("src_key_padding_mask", src_key_padding_mask, src)
+            src = src.unsqueeze(b_dim)  # a batch of one; a 3-D src_mask (H, L, S) is then (1 * H, L, S)
         x = src
         if self.norm_first:
             x = x + self._sa_block(self.norm1(x), src_mask, src_key_padding_mask, is_causal)
@@ -138,7 +173,7 @@ class TransformerEncoderLayer(nn.Module):
         else:
             x = self.norm1(x + self._sa_block(x, src_mask, src_key_padding_mask, is_causal))
             x = self.norm2(x + self._ff_block(x))
-        return x
+        return x.squeeze(b_dim) if unbatched else x
 
     def _sa_block(
         self, x: Tensor, attn_mask: Tensor | None, key_padding_mask: Tensor | None, is_causal: bool
@@ -209,10 +244,26 @@ class TransformerDecoderLayer(nn.Module):
         tgt_is_causal: bool = False,
         memory_is_causal: bool = False,
     ) -> Tensor:
-        """tgt: (B, T, E), memory: (B, S, E) -> (B, T, E); tgt_mask (T, T), memory_mask (T, S)."""
-        _check_batched("tgt", tgt, self.d_model, self.batch_first)
-        _check_batched("memory", memory, self.d_model, self.batch_first)
+        """tgt: (B, T, E), memory: (B, S, E) -> (B, T, E); tgt_mask (T, T), memory_mask (T, S).
+
+        Unbatched ``tgt`` (T, E) and ``memory`` (S, E) -> (T, E), with key padding masks (T,) and (S,)
+        (as in torch).
+        """
+        _check_input("tgt", tgt, self.d_model, self.batch_first)
+        _check_input("memory", memory, self.d_model, self.batch_first)
         b_dim = 0 if self.batch_first else 1
+        unbatched = tgt.dim() == 2
+        if memory.dim() != tgt.dim():
+            raise ValueError(
+                f"memory: got shape {tuple(memory.shape)}, expected {tgt.dim()}-D like tgt "
+                f"{tuple(tgt.shape)} (both batched or both unbatched)"
+            )
+        if unbatched:
+            tgt_key_padding_mask = _batch_padding_mask("tgt_key_padding_mask", tgt_key_padding_mask, tgt)
+            memory_key_padding_mask = _batch_padding_mask(
+                "memory_key_padding_mask", memory_key_padding_mask, memory
+            )
+            tgt, memory = tgt.unsqueeze(b_dim), memory.unsqueeze(b_dim)  # batches of one
         if memory.size(b_dim) != tgt.size(b_dim):
             raise ValueError(
                 f"memory: got shape {tuple(memory.shape)} with batch size {memory.size(b_dim)}, expected "
@@ -231,7 +282,7 @@ class TransformerDecoderLayer(nn.Module):
                 x + self._mha_block(x, memory, memory_mask, memory_key_padding_mask, memory_is_causal)
             )
             x = self.norm3(x + self._ff_block(x))
-        return x
+        return x.squeeze(b_dim) if unbatched else x
 
     def _sa_block(
         self, x: Tensor, attn_mask: Tensor | None, key_padding_mask: Tensor | None, is_causal: bool
@@ -302,9 +353,9 @@ class TransformerEncoder(nn.Module):
         src_key_padding_mask: Tensor | None = None,
         is_causal: bool | None = False,
     ) -> Tensor:
-        """src: (B, L, E) -> (B, L, E). ``is_causal=None`` detects a causal ``mask`` (as torch does)."""
-        seq_dim = 1 if self.layers[0].batch_first else 0
-        causal = _detect_is_causal(mask, is_causal, src.size(seq_dim) if src.dim() == 3 else -1)
+        """src: (B, L, E) -> (B, L, E), or unbatched (L, E) -> (L, E). ``is_causal=None`` detects a causal
+        ``mask`` (as torch does)."""
+        causal = _detect_is_causal(mask, is_causal, _seq_len(src, bool(self.layers[0].batch_first)))
         x = src
         for layer in self.layers:
             x = layer(x, src_mask=mask, src_key_padding_mask=src_key_padding_mask, is_causal=causal)
@@ -337,9 +388,9 @@ class TransformerDecoder(nn.Module):
         tgt_is_causal: bool | None = False,
         memory_is_causal: bool = False,
     ) -> Tensor:
-        """tgt: (B, T, E), memory: (B, S, E) -> (B, T, E). ``tgt_is_causal=None`` detects a causal mask."""
-        seq_dim = 1 if self.layers[0].batch_first else 0
-        causal = _detect_is_causal(tgt_mask, tgt_is_causal, tgt.size(seq_dim) if tgt.dim() == 3 else -1)
+        """tgt: (B, T, E), memory: (B, S, E) -> (B, T, E), or unbatched (T, E), (S, E) -> (T, E).
+        ``tgt_is_causal=None`` detects a causal mask."""
+        causal = _detect_is_causal(tgt_mask, tgt_is_causal, _seq_len(tgt, bool(self.layers[0].batch_first)))
         x = tgt
         for layer in self.layers:
             x = layer(

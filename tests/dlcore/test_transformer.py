@@ -222,6 +222,79 @@ def test_encoder_and_decoder_stacks_parity_and_state_dict(norm_first: bool) -> N
     assert_same(ref_dec, ours_dec, [x, mem], {"tgt_mask": causal, "memory_key_padding_mask": _kpm(B, S)})
 
 
+# ---------------------------------------------------------------------------------------- unbatched input
+@NORM
+@pytest.mark.parametrize("batch_first", [True, False], ids=["batch_first", "seq_first"])
+@pytest.mark.parametrize("masks", ["none", "kpm+bool", "kpm+3d_float", "is_causal_hint"])
+def test_encoder_layer_unbatched_parity_regression(norm_first: bool, batch_first: bool, masks: str) -> None:
+    # regression: (L, E) input was refused ("expected (batch, seq_len, d_model)"); torch takes it
+    dt = torch.float64
+    ref, ours = enc_pair(dt, norm_first=norm_first, batch_first=batch_first)
+    x = torch.randn(T, D, dtype=dt)
+    kpm = _kpm(1, T)[0]  # (T,)
+    kw: dict[str, Any] = {}
+    if masks == "kpm+bool":
+        src_mask = torch.rand(T, T) < 0.3
+        src_mask[:, 0] = False
+        kw = {"src_key_padding_mask": kpm, "src_mask": src_mask}
+    elif masks == "kpm+3d_float":  # torch's unbatched 3-D mask: (num_heads, L, S)
+        kw = {"src_key_padding_mask": _float(kpm), "src_mask": torch.randn(NH, T, T, dtype=dt)}
+    elif masks == "is_causal_hint":
+        kw = {"src_mask": generate_square_subsequent_mask(T, dtype=dt), "is_causal": True}
+    assert ours(x, **kw).shape == (T, D)
+    assert_same(ref, ours, [x], kw)
+
+
+@NORM
+@pytest.mark.parametrize("batch_first", [True, False], ids=["batch_first", "seq_first"])
+def test_decoder_layer_unbatched_parity_regression(norm_first: bool, batch_first: bool) -> None:
+    dt = torch.float64
+    ref, ours = dec_pair(dt, norm_first=norm_first, batch_first=batch_first)
+    memory_mask = torch.rand(T, S) < 0.3
+    memory_mask[:, 0] = False
+    kw = {
+        "tgt_mask": generate_square_subsequent_mask(T, dtype=dt),
+        "memory_mask": memory_mask,
+        "tgt_key_padding_mask": _float(_kpm(1, T)[0]),
+        "memory_key_padding_mask": _kpm(1, S)[0],
+    }
+    tgt, mem = torch.randn(T, D, dtype=dt), torch.randn(S, D, dtype=dt)
+    assert ours(tgt, mem, **kw).shape == (T, D)
+    assert_same(ref, ours, [tgt, mem], kw)
+
+
+@pytest.mark.parametrize("batch_first", [True, False], ids=["batch_first", "seq_first"])
+def test_stacks_unbatched_parity_regression(batch_first: bool) -> None:
+    dt = torch.float64
+    ref_el, ours_el = enc_pair(dt, batch_first=batch_first)
+    ref_dl, ours_dl = dec_pair(dt, batch_first=batch_first)
+    ref_enc = nn.TransformerEncoder(ref_el, 2, norm=nn.LayerNorm(D, dtype=dt), enable_nested_tensor=False)
+    ours_enc = TransformerEncoder(ours_el, 2, norm=nn.LayerNorm(D, dtype=dt))
+    ref_dec = nn.TransformerDecoder(ref_dl, 2, norm=nn.LayerNorm(D, dtype=dt))
+    ours_dec = TransformerDecoder(ours_dl, 2, norm=nn.LayerNorm(D, dtype=dt))
+    for r, o in ((ref_enc, ours_enc), (ref_dec, ours_dec)):
+        _perturb_(r)
+        o.load_state_dict(r.state_dict())
+    causal = generate_square_subsequent_mask(T, dtype=dt)
+    x, mem = torch.randn(T, D, dtype=dt), torch.randn(S, D, dtype=dt)
+    assert_same(ref_enc, ours_enc, [x], {"mask": causal, "src_key_padding_mask": _float(_kpm(1, T)[0])})
+    assert_same(ref_enc, ours_enc, [x], {"mask": causal, "is_causal": None})  # detected, as torch
+    kw = {"tgt_mask": causal, "tgt_is_causal": None, "memory_key_padding_mask": _kpm(1, S)[0]}
+    assert_same(ref_dec, ours_dec, [x, mem], kw)
+
+
+def test_unbatched_bad_masks_and_mixed_inputs_raise() -> None:
+    enc, dec = TransformerEncoderLayer(D, NH, FF), TransformerDecoderLayer(D, NH, FF)
+    with pytest.raises(ValueError, match=r"src_key_padding_mask: got shape \(1, 5\), expected \(seq_len,\)"):
+        enc(torch.randn(T, D), src_key_padding_mask=torch.zeros(1, T, dtype=torch.bool))
+    with pytest.raises(ValueError, match=r"memory: got shape \(2, 7, 16\), expected 2-D like tgt"):
+        dec(torch.randn(T, D), torch.randn(B, S, D))
+    with pytest.raises(
+        ValueError, match=r"memory_key_padding_mask: got shape \(5,\), expected \(seq_len,\) = \(7,\)"
+    ):
+        dec(torch.randn(T, D), torch.randn(S, D), memory_key_padding_mask=torch.zeros(T, dtype=torch.bool))
+
+
 def test_stack_rejects_zero_layers() -> None:
     with pytest.raises(ValueError, match="num_layers: got 0"):
         TransformerEncoder(TransformerEncoderLayer(D, NH, FF), 0)
