@@ -12,8 +12,8 @@
 
 Bad input raises ``UsageError`` (a ``ValueError``) naming the problem before any work starts:
 unknown scenario, preset, mode, precision or checkpointing value, unknown or mistyped parameter,
-a size that is not positive, a device that is not there, an output file that cannot be written or
-holds another scenario's columns.
+a size that is not positive (0 only where it is the field's default), a device that is not there,
+an output file that cannot be written or holds another scenario's columns.
 
 Defaults: modes forward and train; precision fp32; checkpointing none; device "cuda" when CUDA is
 available, else "cpu"; a per-configuration timeout of 600 s; timing stops when the 95% CI of the
@@ -54,7 +54,9 @@ DEFAULT_PRESET = "default"
 DEFAULT_TIMEOUT_S = 600.0
 DEFAULT_MAX_TIME_S = 5.0
 DEFAULT_TARGET_REL_CI = 0.02
-# int parameters whose name contains one of these must be positive
+# Sizes: int parameters whose name contains one of these words, or whose default is positive
+# (``ffn_mult``, ``num_tensors``, ...), must be positive; 0 is accepted only where it is the field's
+# own default (resnet's ``width=0``: "as the arch defines"). See ``_check_size``.
 _SIZE_WORDS = (
     "size", "len", "width", "depth", "dim", "heads", "layers", "channels", "blocks", "features",
     "hidden", "classes", "tokens", "vocab",
@@ -201,9 +203,20 @@ def coerce_param(spec: ScenarioSpec, name: str, value: Any) -> Any:
         kinds: dict[Any, str] = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
         kind = kinds.get(typ, "a valid value")
         raise UsageError(f"{name}: expected {kind} for scenario {spec.name!r}, got {value!r}") from None
-    if typ is int and out <= 0 and any(w in name for w in _SIZE_WORDS):
-        raise UsageError(f"{name}: must be a positive integer, got {out}")
+    if typ is int:
+        _check_size(name, out, params[name])
     return out
+
+
+def _check_size(name: str, value: int, default: Any) -> None:
+    """``UsageError`` when ``value`` is not a valid size for int parameter ``name`` (see ``_SIZE_WORDS``)."""
+    positive_default = isinstance(default, int) and not isinstance(default, bool) and default > 0
+    if not (positive_default or any(w in name for w in _SIZE_WORDS)):
+        return
+    zero_is_default = isinstance(default, int) and not isinstance(default, bool) and default == 0
+    if value < 0 or (value == 0 and not zero_is_default):
+        allowed = "a positive integer (or 0, its default)" if zero_is_default else "a positive integer"
+        raise UsageError(f"{name}: must be {allowed}, got {value}")
 
 
 def parse_assignments(items: Sequence[str]) -> dict[str, list[str]]:

@@ -62,6 +62,13 @@ def test_env_text_and_json():
         (["run", "_linear", "--batch-size", "0"], "batch_size: must be a positive integer"),
         (["run", "_linear", "--batch-size", "-3"], "batch_size: must be a positive integer"),
         (["run", "_linear", "--batch-size", "two"], "batch_size: expected an integer"),
+        # int fields with a positive default are sizes even without a size word in the name
+        (["run", "encoder", "--param", "ffn_mult=0"], "ffn_mult: must be a positive integer"),
+        (["run", "encoder", "--param", "ffn_mult=-2"], "ffn_mult: must be a positive integer"),
+        (["run", "optimizer", "--param", "num_tensors=0"], "num_tensors: must be a positive integer"),
+        # 0 is resnet width's own default ("as the arch defines"); negatives never are
+        (["run", "resnet", "--width", "-1"], "width: must be a positive integer (or 0, its default)"),
+        (["run", "attention", "--width", "0"], "width: must be a positive integer, got 0"),
         (["run", "_linear", "--seq-len", "8"], "no parameter 'seq_len'"),
         (["run", "_linear", "--param", "in_features"], "--param: expected key=value"),
         (["run", "_linear", "--param", "colour=red"], "no parameter 'colour'"),
@@ -79,6 +86,22 @@ def test_bad_usage_exits_2_naming_the_problem(args, needle, tmp_path):
     assert r.exit_code == 2, r.output
     assert needle in r.output
     assert not (tmp_path / "x.csv").exists()  # nothing written before the input was checked
+
+
+def test_width_zero_is_accepted_where_it_is_the_default(tmp_path) -> None:
+    # resnet's width defaults to 0 ("as the arch defines"); the default preset sets 32, and
+    # impl=timm needs width=0, so `--width 0` must pass validation.
+    from bench import api
+
+    plan = api.plan_run(
+        "resnet",
+        params={"width": "0", "impl": "dlcore,timm"},
+        device="cpu",
+        out=tmp_path / "x.csv",
+        modes="forward",
+    )
+    assert {c.params_dict["impl"] for c in plan.configs} == {"dlcore", "timm"}
+    assert {c.params_dict["width"] for c in plan.configs} == {0}
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
