@@ -161,14 +161,29 @@ def config_key(
     device: str,
     params: Mapping[str, Any],
     channels_last: bool = False,
+    seed: int = 0,
 ) -> str:
     """Identity of a configuration for ``--resume``: what was measured, not how long or when.
 
-    Example: ``attention|train|amp-bf16|none|cpu|cl=false|batch_size=4,causal=false,seq_len=256``.
+    Example: ``attention|train|amp-bf16|none|cpu|cl=false|seed=0|batch_size=4,causal=false,seq_len=256``.
+    The seed is part of it (a run with another ``--seed`` builds other weights and data).
     """
     p = ",".join(f"{k}={_key_value(params[k])}" for k in sorted(params))
     cl = "true" if channels_last else "false"
-    return f"{scenario}|{mode}|{precision}|{checkpointing}|{device}|cl={cl}|{p}"
+    return f"{scenario}|{mode}|{precision}|{checkpointing}|{device}|cl={cl}|seed={int(seed)}|{p}"
+
+
+def _with_seed(key: str, seed: Any) -> str:
+    """A key written before the seed was part of it, with the row's ``seed`` column put in."""
+    parts = key.split("|", 6)
+    if len(parts) < 6 or not parts[5].startswith("cl=") or (len(parts) == 7 and parts[6].startswith("seed=")):
+        return key
+    try:
+        s = int(seed) if str(seed).strip() else 0
+    except ValueError:
+        return key
+    parts.insert(6, f"seed={s}")
+    return "|".join(parts)
 
 
 def _slug(text: str) -> str:
@@ -353,12 +368,15 @@ class ResultsWriter:
 
 
 def completed_keys(path: Path | str) -> set[str]:
-    """``config_key`` values of the rows in a results CSV (empty when there is none)."""
+    """``config_key`` values of the rows in a results CSV (empty when there is none).
+
+    Keys of rows written before the seed was part of the key get it from the row's ``seed`` column.
+    """
     p = Path(path)
     if read_header(p) is None:
         return set()
     with p.open(newline="", encoding="utf-8") as f:
-        return {r["config_key"] for r in csv.DictReader(f) if r.get("config_key")}
+        return {_with_seed(r["config_key"], r.get("seed")) for r in csv.DictReader(f) if r.get("config_key")}
 
 
 INT_COLUMNS: tuple[str, ...] = (

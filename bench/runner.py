@@ -67,6 +67,7 @@ class RunConfig:
             device=self.device,
             params=self.params_dict,
             channels_last=self.channels_last,
+            seed=self.seed,
         )
 
     def label(self, varying: Sequence[str] | None = None) -> str:

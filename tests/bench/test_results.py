@@ -102,7 +102,24 @@ def test_config_key_ignores_param_order_and_names_everything():
         scenario="s", mode="train", precision="fp32", checkpointing="none", device="cpu",
         params={"a": True, "b": 2},
     )  # fmt: skip
-    assert a == b == "s|train|fp32|none|cpu|cl=false|a=true,b=2"
+    assert a == b == "s|train|fp32|none|cpu|cl=false|seed=0|a=true,b=2"
+    c = results.config_key(
+        scenario="s", mode="train", precision="fp32", checkpointing="none", device="cpu",
+        params={"a": True, "b": 2}, seed=5,
+    )  # fmt: skip
+    assert c == "s|train|fp32|none|cpu|cl=false|seed=5|a=true,b=2"
+
+
+def test_completed_keys_reads_old_keys_with_the_seed_column(tmp_path):
+    path = tmp_path / "old.csv"
+    cols = results.columns_for(["batch_size"])
+    w = results.ResultsWriter(path, cols)
+    w.append({"config_key": "s|train|fp32|none|cpu|cl=false|batch_size=4", "seed": 3})
+    w.append({"config_key": "s|train|fp32|none|cpu|cl=true|seed=1|batch_size=4", "seed": 1})
+    assert results.completed_keys(path) == {
+        "s|train|fp32|none|cpu|cl=false|seed=3|batch_size=4",
+        "s|train|fp32|none|cpu|cl=true|seed=1|batch_size=4",
+    }
 
 
 def test_default_out_path_and_latest(tmp_path):

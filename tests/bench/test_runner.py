@@ -170,3 +170,18 @@ def test_sigkill_mid_sweep_leaves_valid_csv_then_resume_finishes(tmp_path):
     after = results.load_results(out)
     assert sorted(after["batch_size"]) == [1, 2] and after["config_key"].is_unique
     assert (after["status"] == "ok").all()
+
+
+def test_resume_with_another_seed_runs_again(tmp_path, monkeypatch):
+    # --resume matched on a key without the seed: seed-0 rows counted as done for --seed 5.
+    from bench import runner
+    from bench.runner import Outcome
+
+    monkeypatch.setattr(runner, "run_in_child", lambda cfg, options, device_name=None: Outcome("error", "x"))
+    out = tmp_path / "seeds.csv"
+    s0 = api.run("_linear", modes="forward", out=out, **FAST)
+    assert len(s0.rows) == 1 and s0.rows[0]["seed"] == 0
+    s5 = api.run("_linear", modes="forward", out=out, resume=True, seed=5, **FAST)
+    assert s5.resumed == 0 and len(s5.rows) == 1 and s5.rows[0]["seed"] == 5
+    again = api.run("_linear", modes="forward", out=out, resume=True, seed=5, **FAST)
+    assert again.resumed == 1 and again.rows == []
