@@ -1,7 +1,9 @@
 """Run a grid of configurations, each in its own child process, appending one row per configuration.
 
 - ``expand_grid`` turns axes (modes x precisions x checkpointing x scenario parameters) into
-  ``RunConfig`` s; the order is parameters outermost, then mode, precision, checkpointing.
+  ``RunConfig`` s; the order is parameters outermost, then mode, precision, checkpointing. A
+  scenario field named ``channels_last`` set to true and ``--channels-last`` are folded together
+  (both true when either is).
 - ``execute`` runs them one after another. A configuration that cannot run here
   (``bench.workload.skip_reason``, ``ScenarioSpec.unsupported_modes``) becomes a ``skipped`` row
   without starting a child. Every other one runs in ``python -m bench.child`` with a timeout:
@@ -115,6 +117,13 @@ def expand_grid(
         overrides = dict(zip(names, values, strict=True))
         cfg = spec.make_config(preset, **overrides)
         params = tuple((f, getattr(cfg, f)) for f in spec.parameters())
+        # A config field named channels_last and --channels-last measure the same thing: either
+        # sets both, so the row's channels_last column and the config_key agree.
+        cl = channels_last or getattr(cfg, "channels_last", None) is True
+        if cl:
+            params = tuple(
+                (f, True if f == "channels_last" and isinstance(v, bool) else v) for f, v in params
+            )
         for mode, precision, ckpt in itertools.product(modes, precisions, checkpointing):
             rc = RunConfig(
                 scenario=spec.name,
@@ -125,7 +134,7 @@ def expand_grid(
                 params=params,
                 preset=preset,
                 seed=seed,
-                channels_last=channels_last,
+                channels_last=cl,
             )
             if rc.key not in seen:
                 seen.add(rc.key)

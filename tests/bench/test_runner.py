@@ -185,3 +185,20 @@ def test_resume_with_another_seed_runs_again(tmp_path, monkeypatch):
     assert s5.resumed == 0 and len(s5.rows) == 1 and s5.rows[0]["seed"] == 5
     again = api.run("_linear", modes="forward", out=out, resume=True, seed=5, **FAST)
     assert again.resumed == 1 and again.rows == []
+
+
+def test_channels_last_param_and_flag_are_the_same_configuration():
+    spec = get_scenario("resblock")
+    kw = {"preset": "tiny", "modes": ["forward"], "precisions": ["fp32"], "checkpointing": ["none"]}
+    (by_param,) = expand_grid(spec, axes={"channels_last": [True]}, device="cpu", **kw)
+    (by_flag,) = expand_grid(spec, axes={}, device="cpu", channels_last=True, **kw)
+    (neither,) = expand_grid(spec, axes={}, device="cpu", **kw)
+    assert by_param.channels_last and by_flag.channels_last and not neither.channels_last
+    assert by_param.params_dict["channels_last"] and by_flag.params_dict["channels_last"]
+    assert by_param.key == by_flag.key != neither.key
+    from bench.measure import MeasureOptions
+    from bench.runner import Outcome, build_row
+
+    cols = results.columns_for(spec.parameters())
+    row = build_row(by_param, Outcome("skipped"), run_id="r", env={}, options=MeasureOptions(), columns=cols)
+    assert row["channels_last"] is True and row["param_channels_last"] is True
