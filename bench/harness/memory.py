@@ -8,15 +8,16 @@ A pass separate from timing (tracking slows every op down). ``measure_memory``:
    one custom phase) under one tracker. On CUDA, ``torch.cuda.reset_peak_memory_stats`` before each
    phase and ``max_memory_allocated`` / ``max_memory_reserved`` after it (synchronized) give the
    allocator's per-phase peaks (``empty_cache`` first, so the reserved peak is this step's and not
-   left over from an earlier pass).
+   left over from an earlier pass). ``empty_cache`` acts on the current device: ``bench.measure``
+   makes ``cuda:N`` current for the whole measurement.
 
 The tracker, on every device, is torch's ``torch.distributed._tools.mem_tracker.MemTracker`` (a
 ``TorchDispatchMode`` that weakly references every tensor storage that ops create, and classifies
 it as parameter, buffer, gradient, activation (forward), temporary (backward), optimizer state, or
 "other" for tensors registered from outside — here the batch). It is used rather than a home-grown
 mode because it already attributes gradients (through gradient hooks installed at the first
-forward), optimizer state (through global optimizer step hooks) and activation-checkpointing
-recomputation correctly, and exists with the same API in torch 2.11 and 2.13. Per-phase peaks are
+forward) and optimizer state (through global optimizer step hooks), and exists with the same API
+in torch 2.11 and 2.13. Per-phase peaks are
 added by a subclass whose ``_update_peak_stats`` (called by MemTracker after every op) also keeps,
 for the current phase, the snapshot with the highest total on the measured device; a phase starts
 from the live bytes at its start, like ``reset_peak_memory_stats`` does.
@@ -26,12 +27,21 @@ rounded up to the allocator's 512-byte blocks, as MemTracker does), so a test ca
 against closed forms. What the tracker cannot see: memory a kernel allocates and frees inside one
 op (workspaces), allocator fragmentation and caching (the CUDA figures above cover those), and
 tensors created outside the tracked step and not registered (only model, optimizer and batch are).
-``mem_activations_bytes`` is the peak, over the step, of bytes labelled "activation": every tensor
-created during forward (what autograd saves for backward plus forward temporaries still alive) and
-tensors recomputed by activation checkpointing during backward. Backward temporaries (gradients of
-activations) are reported per phase as ``temporaries_peak_bytes`` and not folded in: MemTracker
-labels a freshly computed weight gradient "temporary" until its gradient hook relabels it, so at
-the op that creates it a gradient briefly counts as a temporary (phase totals are unaffected).
+``mem_activations_bytes`` is the peak, over the step, of bytes labelled "activation": tensors
+created during the forward phase and still alive (what autograd saves for backward, the output,
+forward temporaries not yet freed). It does not include:
+
+* backward temporaries (gradients of activations, and a freshly computed weight gradient until
+  its gradient hook relabels it "gradient");
+* tensors recomputed by activation checkpointing during backward. MemTracker recognises forward
+  (and recomputation) through module hooks; dlcore's checkpointing replaces the module's
+  ``forward`` and recomputes by calling the original one directly, not through
+  ``module.__call__``, so those hooks do not fire and the recomputed tensors are labelled
+  "temporary". With checkpointing, the recomputation peak is therefore not in
+  ``mem_activations_bytes``.
+
+Both are in ``peak_mem_bytes`` and the per-phase peaks (``mem_bwd_peak_bytes``), and broken out in
+``per_phase[phase]["temporaries_peak_bytes"]`` / ``at_peak`` (the samples sidecar's ``memory``).
 
 Only storages on the measured device are counted (on CUDA, non-capturable optimizers keep their
 ``step`` counters on the CPU: not counted there).
@@ -74,7 +84,7 @@ class MemoryResult:
     mem_params_bytes: int
     mem_grads_bytes: int
     mem_optimizer_bytes: int  # optimizer state at the end of a phase (temporaries of .step() excluded)
-    mem_activations_bytes: int  # peak of activations (forward tensors, incl. AC recomputation); see docstring
+    mem_activations_bytes: int  # peak of forward-created tensors (no recompute, no bwd temps); see docstring
     cuda_reserved_peak_bytes: int | None
     peak_rss_bytes: int  # peak resident set size of the whole process so far
     method: str  # "cuda+mem_tracker" or "mem_tracker"
