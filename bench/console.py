@@ -8,7 +8,6 @@ row too noisy to trust, the reasons of failed rows, and where the CSV and sample
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -23,68 +22,13 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from bench.report.format import fmt_bytes, fmt_pct, fmt_si, fmt_time
+
 if TYPE_CHECKING:
     from bench.api import RunSummary
-    from bench.runner import RunConfig
+    from bench.run.grid import RunConfig
 
 _STATUS_STYLE = {"ok": "green", "skipped": "yellow", "oom": "red", "error": "red", "timeout": "red"}
-
-
-def _num(v: Any) -> float | None:
-    if v is None or isinstance(v, bool):
-        return None
-    try:
-        f = float(v)
-    except (TypeError, ValueError):
-        return None
-    return None if math.isnan(f) else f
-
-
-def _decimals(v: float) -> int:
-    """Decimals that show about four significant digits without an exponent."""
-    if v == 0 or not math.isfinite(v):
-        return 0
-    return max(0, min(6, 3 - math.floor(math.log10(abs(v)))))
-
-
-def fmt_time(row: dict[str, Any], unit: bool = True) -> str:
-    """``12.34 ± 0.21 ms``: the median and the larger side of its 95% CI, in the same decimals."""
-    med, lo, hi = (_num(row.get(k)) for k in ("time_median_ms", "time_ci_low_ms", "time_ci_high_ms"))
-    if med is None:
-        return "-"
-    d = _decimals(med)
-    suffix = " ms" if unit else ""
-    if lo is None or hi is None:
-        return f"{med:.{d}f}{suffix}"
-    half = max(med - lo, hi - med)
-    return f"{med:.{d}f} ± {half:.{d}f}{suffix}"
-
-
-def fmt_si(value: Any, unit: str = "") -> str:
-    """``1.23k tokens/s`` style numbers."""
-    v = _num(value)
-    if v is None:
-        return "-"
-    for scale, prefix in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
-        if abs(v) >= scale:
-            return f"{v / scale:.3g}{prefix} {unit}".rstrip()
-    return f"{v:.3g} {unit}".rstrip()
-
-
-def fmt_bytes(value: Any) -> str:
-    """``12.3 MiB``."""
-    v = _num(value)
-    if v is None:
-        return "-"
-    for scale, unit in ((2**30, "GiB"), (2**20, "MiB"), (2**10, "KiB")):
-        if v >= scale:
-            return f"{v / scale:.3g} {unit}"
-    return f"{int(v)} B"
-
-
-def fmt_pct(value: Any) -> str:
-    v = _num(value)
-    return "-" if v is None else f"{v:.1%}"
 
 
 class RunProgress:

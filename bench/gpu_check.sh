@@ -95,9 +95,9 @@ say "GPU-marked tests"
 timeout 90 "$PY" -m pytest -q -m gpu -p no:cacheprovider tests 2>&1 | tail -n 25 | tee "$REP/pytest_gpu.txt" | tee -a "$LOG"
 
 say "report and summary"
-"$PY" -m bench.report "$RES"/*.csv --out "$REP/report.md" --title "dlbench GPU truth run ($DEV)" 2>&1 | tee -a "$LOG"
+"$PY" -m bench.cli report "$RES"/*.csv -o "$REP" --title "dlbench GPU truth run ($DEV)" 2>&1 | tee -a "$LOG"
 pack
-"$PY" -m bench.gpu_summary "$RES" --peaks "$RES/peaks.json" 2>&1 | tee "$REP/summary.txt" | tee -a "$LOG"
-cp "$REP/report.md" "$REP/summary.txt" "$DEST/" 2>/dev/null
+"$PY" -m bench.cli gpu-summary "$RES" --peaks "$RES/peaks.json" 2>&1 | tee "$REP/summary.txt" | tee -a "$LOG"
+cp "$REP/summary.md" "$REP/summary.txt" "$DEST/" 2>/dev/null
 tar czf "$DEST/gpu_results.tar.gz" -C "$WORK" results reports
 say "done: $(ls "$DEST")"

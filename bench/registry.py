@@ -16,6 +16,13 @@
 
 No exec, no target strings: a scenario is found by name in ``SCENARIOS`` after
 ``bench.scenarios`` has been imported (``load_scenarios()`` does that).
+
+The registry owns parameter parsing and validation. A config field declares its constraint with
+``size(8)``, ``size0(0)``, ``positive(1e-3)``, ``probability(0.0)`` or ``choice("gelu", (...))``
+(dataclass field metadata); ``ScenarioSpec.coerce`` parses a value from any source to the field's
+type (``bench.constraints``), and ``make_config`` checks every field's constraint and then runs the
+config's own ``__post_init__`` (cross-field rules, optional packages). Every value a builder would
+reject is therefore rejected in the parent, before any child starts.
 """
 
 from __future__ import annotations
@@ -24,12 +31,56 @@ import dataclasses
 import difflib
 import importlib
 import pkgutil
+import typing
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from bench.constraints import PARSERS, Check, parse
+
 MODES: tuple[str, ...] = ("forward", "train")
 PRESETS: tuple[str, ...] = ("tiny", "default", "large")
+PRECISIONS: tuple[str, ...] = ("fp32", "amp-bf16", "amp-fp16")
+CHECKPOINTING: tuple[str, ...] = ("none", "full")
+
+
+CHECK_KEY = "dlbench_check"
+# set in the environment of every measuring child process (test scenarios that crash check it)
+CHILD_ENV_VAR = "DLBENCH_CHILD"
+
+
+def _constrained(default: Any, check: Check) -> Any:
+    return field(default=default, metadata={CHECK_KEY: check})
+
+
+def size(default: int) -> Any:
+    """A config field that must be a positive integer."""
+    return _constrained(default, Check("size"))
+
+
+def size0(default: int) -> Any:
+    """A config field that must be a positive integer, or 0 where 0 means "as defined elsewhere"."""
+    return _constrained(default, Check("size0"))
+
+
+def positive(default: float) -> Any:
+    """A config field that must be a number > 0."""
+    return _constrained(default, Check("positive"))
+
+
+def nonneg(default: float) -> Any:
+    """A config field that must be a number >= 0."""
+    return _constrained(default, Check("nonneg"))
+
+
+def probability(default: float) -> Any:
+    """A config field that must be in [0, 1) (a dropout rate, say)."""
+    return _constrained(default, Check("probability"))
+
+
+def choice(default: str, choices: tuple[str, ...]) -> Any:
+    """A config field that must be one of ``choices``."""
+    return _constrained(default, Check("choice", tuple(choices)))
 
 
 @dataclass(frozen=True)
@@ -58,6 +109,39 @@ class ScenarioSpec:
         """Config field name -> default value."""
         return {f.name: f.default for f in dataclasses.fields(self.config_cls)}
 
+    def field_type(self, name: str) -> type:
+        """bool, int, float or str: the declared type of config field ``name``."""
+        hints = typing.get_type_hints(self.config_cls)
+        hint = hints.get(name)
+        if hint in PARSERS:
+            return hint
+        default = self.parameters()[name]
+        return type(default) if type(default) in PARSERS else str
+
+    def field_check(self, name: str) -> Check | None:
+        for f in dataclasses.fields(self.config_cls):
+            if f.name == name:
+                return f.metadata.get(CHECK_KEY)
+        return None
+
+    def describe_parameter(self, name: str) -> str:
+        """``int, a positive integer`` style text for ``dlbench list`` and error messages."""
+        check = self.field_check(name)
+        return self.field_type(name).__name__ + (f", {check.describe()}" if check else "")
+
+    def coerce(self, name: str, value: Any) -> Any:
+        """``value`` (a CLI string, a TOML or Python value) parsed to config field ``name``'s type.
+
+        ``ValueError`` (a ``bench.errors.UsageError``) names the parameter, the value and what is
+        expected. Range constraints are checked by ``make_config``.
+        """
+        params = self.parameters()
+        if name not in params:
+            raise ValueError(
+                f"scenario {self.name!r} has no parameter {name!r}; its parameters are {sorted(params)}"
+            )
+        return parse(self.field_type(name), name, value)
+
     def make_config(self, preset: str = "default", **overrides: Any) -> Any:
         """Config for a preset with overrides applied; ValueError names what is wrong."""
         if preset not in self.presets:
@@ -72,6 +156,10 @@ class ScenarioSpec:
                 f"scenario {self.name!r} has no parameter(s) {unknown}; its parameters are {sorted(params)}"
             )
         values = {**self.presets[preset], **overrides}
+        for name, value in values.items():
+            check = self.field_check(name)
+            if check is not None:
+                check(name, value)
         return self.config_cls(**values)
 
 

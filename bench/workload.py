@@ -1,10 +1,17 @@
 """What a scenario builds (``Workload``) and how one training/inference step is run (``PhasedStep``).
 
 A scenario builder returns a ``Workload``: a model, a batch, a loss, an optimizer. The harness
-never calls the model directly; it asks ``make_step`` for a ``PhasedStep`` that knows the mode
-(forward = inference, train = forward + backward + optimizer), the precision (fp32, amp-bf16,
-amp-fp16) and whether activation checkpointing is applied. Timing calls ``step.run()``; the
-memory pass calls the phases one by one (``step.phases``) to attribute peaks to each phase.
+never calls the model directly. ``build_step`` is the one place where a configuration becomes the
+step that is measured (``dlbench run``) or profiled (``dlbench profile``), applying the techniques
+in a fixed order, as torchtitan's ``parallelize_*`` does:
+
+1. ``build_workload``: seed, build, then the memory format (channels_last: model and 4-D inputs);
+2. ``make_step``: activation checkpointing (from outside the model), then the precision
+   (autocast, and a GradScaler for fp16 training) inside ``PhasedStep``.
+
+A ``PhasedStep`` knows the mode (forward = inference, train = forward + backward + optimizer).
+Timing calls ``step.run()``; the memory pass calls the phases one by one (``step.phases``) to
+attribute peaks to each phase.
 """
 
 from __future__ import annotations
@@ -17,9 +24,16 @@ from typing import Any
 import torch
 from torch import nn
 
-PRECISIONS: tuple[str, ...] = ("fp32", "amp-bf16", "amp-fp16")
-CHECKPOINTING: tuple[str, ...] = ("none", "full")
-_AMP_DTYPES = {"amp-bf16": torch.bfloat16, "amp-fp16": torch.float16}
+from bench.registry import CHECKPOINTING, PRECISIONS, BuildContext, ScenarioSpec
+
+__all__ = ["CHECKPOINTING", "PRECISIONS", "PRECISION_DTYPES", "PhasedStep", "Workload"]
+
+# the one precision -> dtype table (the parameters' dtype for fp32, autocast's for amp-*)
+PRECISION_DTYPES: dict[str, torch.dtype] = {
+    "fp32": torch.float32,
+    "amp-bf16": torch.bfloat16,
+    "amp-fp16": torch.float16,
+}
 
 
 @dataclass
@@ -38,19 +52,6 @@ class Workload:
     extra: dict[str, Any] = field(default_factory=dict)  # scenario-specific result columns
 
 
-def skip_reason(device: str, mode: str, precision: str, checkpointing: str) -> str | None:
-    """Why this combination cannot run here, or None. Checked before any child process starts."""
-    if precision not in PRECISIONS:
-        return f"precision {precision!r} unknown; expected one of {PRECISIONS}"
-    if checkpointing not in CHECKPOINTING:
-        return f"checkpointing {checkpointing!r} unknown; expected one of {CHECKPOINTING}"
-    if precision == "amp-fp16" and not device.startswith("cuda"):
-        return "amp-fp16 needs a CUDA device (fp16 autocast with GradScaler is GPU-only); use amp-bf16 on CPU"
-    if checkpointing != "none" and mode != "train":
-        return "activation checkpointing only changes training (it recomputes activations in backward)"
-    return None
-
-
 def preferred_amp(device: str) -> str:
     """What ``--amp`` means on a device: bf16 where supported (CPU, Ampere+), else fp16."""
     if device.startswith("cuda") and torch.cuda.is_available():
@@ -62,7 +63,7 @@ def autocast_context(device: str, precision: str) -> contextlib.AbstractContextM
     if precision == "fp32":
         return contextlib.nullcontext()
     device_type = torch.device(device).type
-    return torch.autocast(device_type=device_type, dtype=_AMP_DTYPES[precision])
+    return torch.autocast(device_type=device_type, dtype=PRECISION_DTYPES[precision])
 
 
 def _default_loss(out: Any) -> torch.Tensor:
@@ -141,10 +142,44 @@ class PhasedStep:
         opt.zero_grad(set_to_none=True)
 
 
+def apply_channels_last(workload: Workload) -> None:
+    """Model and every 4-D input tensor in channels_last (NHWC) memory format, in place.
+
+    Inputs are converted through ``.data`` so that the tensor objects a builder's loss closure holds
+    (and clears the gradient of) stay the same objects.
+    """
+    workload.model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # stub lacks it
+    for x in workload.inputs:
+        if isinstance(x, torch.Tensor) and x.dim() == 4:
+            x.data = x.data.contiguous(memory_format=torch.channels_last)
+
+
+def build_workload(spec: ScenarioSpec, cfg: Any, ctx: BuildContext) -> Workload:
+    """Seed, build the scenario, and apply channels_last when ``ctx`` or the config asks for it."""
+    with seeded(ctx.seed):
+        workload: Workload = spec.build(cfg, ctx)
+    if hasattr(cfg, "channels_last"):
+        workload.extra["channels_last"] = bool(ctx.channels_last or cfg.channels_last)
+    if ctx.channels_last or getattr(cfg, "channels_last", False) is True:
+        apply_channels_last(workload)
+    return workload
+
+
+def build_step(
+    spec: ScenarioSpec, cfg: Any, ctx: BuildContext, *, precision: str, checkpointing: str
+) -> tuple[Workload, PhasedStep]:
+    """The configuration as the step to measure: ``build_workload`` then ``make_step``."""
+    workload = build_workload(spec, cfg, ctx)
+    step = make_step(
+        workload, mode=ctx.mode, precision=precision, checkpointing=checkpointing, device=ctx.device
+    )
+    return workload, step
+
+
 def make_step(
     workload: Workload, *, mode: str, precision: str, checkpointing: str = "none", device: str = "cpu"
 ) -> PhasedStep:
-    """Apply checkpointing (from outside the model) and return the step to measure."""
+    """Apply checkpointing (from outside the model), then wrap the precision in the step to measure."""
     if checkpointing == "full" and workload.custom_step is None:
         if not workload.checkpoint_targets:
             raise ValueError("checkpointing: this scenario declares no checkpoint_targets")

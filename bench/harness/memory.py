@@ -8,7 +8,7 @@ A pass separate from timing (tracking slows every op down). ``measure_memory``:
    one custom phase) under one tracker. On CUDA, ``torch.cuda.reset_peak_memory_stats`` before each
    phase and ``max_memory_allocated`` / ``max_memory_reserved`` after it (synchronized) give the
    allocator's per-phase peaks (``empty_cache`` first, so the reserved peak is this step's and not
-   left over from an earlier pass). ``empty_cache`` acts on the current device: ``bench.measure``
+   left over from an earlier pass). ``empty_cache`` acts on the current device: ``bench.run.measure``
    makes ``cuda:N`` current for the whole measurement.
 
 The tracker, on every device, is torch's ``torch.distributed._tools.mem_tracker.MemTracker`` (a

@@ -27,13 +27,14 @@ from typing import Any
 
 import torch
 
+from bench.workload import PRECISION_DTYPES
+
 CACHE_FILE = "peaks.json"
+# the run precisions (bench.workload.PRECISION_DTYPES) plus the datasheet's own column names
 _DTYPES: dict[str, torch.dtype] = {
-    "fp32": torch.float32,
+    **PRECISION_DTYPES,
     "tf32": torch.float32,
-    "amp-bf16": torch.bfloat16,
     "bf16": torch.bfloat16,
-    "amp-fp16": torch.float16,
     "fp16": torch.float16,
 }
 

@@ -17,7 +17,7 @@ How a step is timed (``time_step``):
   per call.
 * **Clocks.** CPU: ``time.perf_counter_ns`` read just before and after each call (or block).
   CUDA: a pair of CUDA events recorded around each call (or block) on the current stream (of the
-  current device: the caller makes ``device`` current, as ``bench.measure`` does), with one
+  current device: the caller makes ``device`` current, as ``bench.run.measure`` does), with one
   ``torch.cuda.synchronize`` at the end of each batch of samples; event times cover the GPU work and
   any gap where the GPU waited for the host, i.e. the real step time.
 * **Stopping rule.** Samples are taken in batches (each batch about ``BATCH_TARGET_S`` long, and
@@ -37,12 +37,13 @@ import gc
 import math
 import statistics
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from functools import lru_cache
 from typing import Any
 
 import torch
+
+from bench.stats import median_ci, order_stat_ranks
 
 FAST_STEP_S = 50e-6  # steps faster than this are timed in blocks of k calls
 BLOCK_TARGET_S = 200e-6  # a block of fast calls lasts about this long
@@ -55,48 +56,6 @@ STOP_REASONS = ("ci_target", "time_cap", "max_samples")
 
 # Indirection so tests can substitute a deterministic clock.
 _now_ns: Callable[[], int] = time.perf_counter_ns
-
-
-@lru_cache(maxsize=4096)
-def _order_stat_ranks(n: int, confidence: float) -> tuple[int, int] | None:
-    """1-based ranks ``(l, n + 1 - l)`` of the order-statistic CI of the median, or None if n is too small.
-
-    The number of samples below the true median is Binomial(n, 1/2), so
-    ``P(x_(l) <= median <= x_(n+1-l)) = 1 - 2 * P(B <= l - 1)``. ``l`` is the largest rank whose
-    coverage is still at least ``confidence`` (conservative: coverage >= confidence, never less).
-    """
-    alpha_half = (1.0 - confidence) / 2.0
-    log_half_n = n * math.log(0.5)
-    log_nfact = math.lgamma(n + 1)
-    cdf = 0.0  # P(B <= k)
-    best: int | None = None
-    for k in range(0, (n + 1) // 2):
-        cdf += math.exp(log_nfact - math.lgamma(k + 1) - math.lgamma(n - k + 1) + log_half_n)
-        if cdf > alpha_half:
-            break
-        best = k + 1  # l - 1 = k  ->  l = k + 1
-    return None if best is None else (best, n + 1 - best)
-
-
-def median_ci(samples: Sequence[float], confidence: float = 0.95) -> tuple[float, float]:
-    """Distribution-free confidence interval of the median: a pair of order statistics.
-
-    Returns ``(x_(l), x_(n+1-l))`` of the sorted samples, with the binomial ranks of
-    ``_order_stat_ranks`` (exact coverage >= ``confidence``; no interpolation). When there are too few
-    samples for any pair of order statistics to reach that coverage (n < 6 at 95 %), returns
-    ``(min, max)``, whose coverage ``1 - 2**(1-n)`` is then below ``confidence``.
-    """
-    if not 0.0 < confidence < 1.0:
-        raise ValueError(f"confidence must be in (0, 1), got {confidence}")
-    n = len(samples)
-    if n == 0:
-        raise ValueError("median_ci needs at least one sample")
-    xs = sorted(samples)
-    ranks = _order_stat_ranks(n, confidence)
-    if ranks is None:
-        return xs[0], xs[-1]
-    lo, hi = ranks
-    return xs[lo - 1], xs[hi - 1]
 
 
 @dataclass
@@ -174,7 +133,7 @@ class TimingResult:
     def noisy_reasons(self) -> list[str]:
         """Why ``noisy`` is True (empty when it is False)."""
         reasons = []
-        if _order_stat_ranks(self.n, self.confidence) is None:
+        if order_stat_ranks(self.n, self.confidence) is None:
             reasons.append(f"only {self.n} samples: too few for a {self.confidence:.0%} CI of the median")
         elif self.rel_ci_halfwidth > self.target_rel_ci:
             reasons.append(
@@ -364,7 +323,7 @@ def time_step(
             progress(n)
         med = statistics.median(samples)
         sample_s = med * 1e-3 * k
-        if n >= min_samples and _order_stat_ranks(n, 0.95) is not None:
+        if n >= min_samples and order_stat_ranks(n, 0.95) is not None:
             lo, hi = median_ci(samples)
             if med > 0 and (hi - lo) / 2.0 / med <= target_rel_ci:
                 stop_reason = "ci_target"

@@ -17,71 +17,36 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bench.registry import BuildContext, register_scenario
-from bench.scenarios.optimizer import check_optimizer, make_optimizer
+from bench.registry import BuildContext, choice, register_scenario, size
+from bench.scenarios._shared import ATTN_IMPLS, OPTIMIZERS, clear_input_grad, make_optimizer, set_attn_impl
 from bench.workload import Workload
 
-ATTN_IMPLS: tuple[str, ...] = ("sdpa", "math")
-
-
-def check_attn_impl(impl: str) -> None:
-    """ValueError naming the choices when ``impl`` is not a known attention implementation."""
-    if impl not in ATTN_IMPLS:
-        raise ValueError(
-            f"attn_impl: unknown attention implementation {impl!r}; expected one of {ATTN_IMPLS}"
-        )
-
-
-def set_attn_impl(model: nn.Module, impl: str) -> int:
-    """Select ``impl`` ("sdpa" or "math") on every ``dlcore.MultiHeadAttention`` in ``model``.
-
-    Returns how many attention modules were switched.
-    """
-    from dlcore import MultiHeadAttention
-
-    check_attn_impl(impl)
-    n = 0
-    for m in model.modules():
-        if isinstance(m, MultiHeadAttention):
-            m.attn_impl = impl  # type: ignore[assignment]  # validated by check_attn_impl above
-            n += 1
-    return n
-
-
-def clear_input_grad(x: torch.Tensor) -> None:
-    """Drop the input's gradient from the previous step so it is not accumulated step after step."""
-    x.grad = None
+IMPLS: tuple[str, ...] = ("dlcore", "sdpa", "torch")
 
 
 @dataclass(frozen=True)
 class AttentionConfig:
     """Self-attention on (batch_size, seq_len, width) with ``heads`` heads."""
 
-    batch_size: int = 4
-    seq_len: int = 256
-    width: int = 256  # embed_dim
-    heads: int = 8
+    batch_size: int = size(4)
+    seq_len: int = size(256)
+    width: int = size(256)  # embed_dim
+    heads: int = size(8)
     causal: bool = False
-    attn_impl: str = "sdpa"  # "sdpa" (fused scaled_dot_product_attention) or "math" (explicit softmax)
-    optimizer: str = "adamw_warmup"
+    # "sdpa" (fused scaled_dot_product_attention) or "math" (explicit softmax)
+    attn_impl: str = choice("sdpa", ATTN_IMPLS)
+    optimizer: str = choice("adamw_warmup", OPTIMIZERS)
     # "dlcore": dlcore.MultiHeadAttention; "sdpa": the same projections and F.scaled_dot_product_attention
     # called directly (the floor dlcore is measured against); "torch": torch.nn.MultiheadAttention
-    impl: str = "dlcore"
+    impl: str = choice("dlcore", IMPLS)
 
     def __post_init__(self) -> None:
-        check_attn_impl(self.attn_impl)
-        if self.impl not in IMPLS:
-            raise ValueError(f"impl: unknown attention module {self.impl!r}; expected one of {IMPLS}")
         if self.impl != "dlcore" and self.attn_impl != "sdpa":
             raise ValueError(
                 f"attn_impl: {self.attn_impl!r} is a dlcore option; impl={self.impl!r} needs attn_impl='sdpa'"
             )
-        check_optimizer(self.optimizer)
         if self.width % self.heads:
             raise ValueError(f"width ({self.width}) must be divisible by heads ({self.heads})")
-
-
-IMPLS: tuple[str, ...] = ("dlcore", "sdpa", "torch")
 
 
 class DirectSDPA(nn.Module):
@@ -143,7 +108,6 @@ def build_attention(cfg: AttentionConfig, ctx: BuildContext) -> Workload:
     """Self-attention block on random (B, L, E) embeddings."""
     from dlcore import MultiHeadAttention
 
-    torch.manual_seed(ctx.seed)
     attn: nn.Module
     if cfg.impl == "sdpa":
         attn = DirectSDPA(cfg.width, cfg.heads, ctx.device)

@@ -15,9 +15,8 @@ from dataclasses import dataclass
 
 import torch
 
-from bench.registry import BuildContext, register_scenario
-from bench.scenarios.attention import check_attn_impl, clear_input_grad, set_attn_impl
-from bench.scenarios.optimizer import check_optimizer, make_optimizer
+from bench.registry import BuildContext, choice, probability, register_scenario, size
+from bench.scenarios._shared import ATTN_IMPLS, OPTIMIZERS, clear_input_grad, make_optimizer, set_attn_impl
 from bench.workload import Workload
 
 
@@ -25,26 +24,22 @@ from bench.workload import Workload
 class EncoderConfig:
     """``depth`` encoder layers of width ``width`` on (batch_size, seq_len, width) inputs."""
 
-    batch_size: int = 2
-    seq_len: int = 128
-    width: int = 256  # d_model
-    depth: int = 2  # number of encoder layers
-    heads: int = 8
-    ffn_mult: int = 4  # dim_feedforward = ffn_mult * width
+    batch_size: int = size(2)
+    seq_len: int = size(128)
+    width: int = size(256)  # d_model
+    depth: int = size(2)  # number of encoder layers
+    heads: int = size(8)
+    ffn_mult: int = size(4)  # dim_feedforward = ffn_mult * width
     norm_first: bool = True  # pre-LN (True) or post-LN (False, the 2017 paper's layout)
-    activation: str = "gelu"  # "relu" or "gelu"
-    dropout: float = 0.0
+    activation: str = choice("gelu", ("relu", "gelu"))
+    dropout: float = probability(0.0)
     causal: bool = False
-    attn_impl: str = "sdpa"
-    optimizer: str = "adamw_warmup"
+    attn_impl: str = choice("sdpa", ATTN_IMPLS)
+    optimizer: str = choice("adamw_warmup", OPTIMIZERS)
 
     def __post_init__(self) -> None:
-        check_attn_impl(self.attn_impl)
-        check_optimizer(self.optimizer)
         if self.width % self.heads:
             raise ValueError(f"width ({self.width}) must be divisible by heads ({self.heads})")
-        if self.activation not in ("relu", "gelu"):
-            raise ValueError(f"activation: expected 'relu' or 'gelu', got {self.activation!r}")
 
 
 @register_scenario(
@@ -61,7 +56,6 @@ def build_encoder(cfg: EncoderConfig, ctx: BuildContext) -> Workload:
     """Transformer encoder stack on random (B, L, width) embeddings."""
     from dlcore import TransformerEncoder, TransformerEncoderLayer
 
-    torch.manual_seed(ctx.seed)
     layer = TransformerEncoderLayer(
         cfg.width,
         cfg.heads,

@@ -4,8 +4,9 @@ Each block maps (B, width, H, W) to (B, width, H, W) (bottleneck width ``width /
 identity shortcut), so the stack isolates the residual block from the stem, the downsampling and
 the classifier of a full ResNet (see ``resnet``). Input: random images (B, width, image_size,
 image_size); loss: mean square of the output. Throughput counts images (B). Activation
-checkpointing wraps each block. ``channels_last`` (or ``BuildContext.channels_last``) puts the
-model and input in NHWC memory format. In train mode the input requires grad, as inside a network.
+checkpointing wraps each block. ``channels_last`` puts the model and input in NHWC memory
+format (applied by ``bench.workload.build_workload``). In train mode the input requires grad, as
+inside a network.
 """
 
 from __future__ import annotations
@@ -15,9 +16,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from bench.registry import BuildContext, register_scenario
-from bench.scenarios.attention import clear_input_grad
-from bench.scenarios.optimizer import check_optimizer, make_optimizer
+from bench.registry import BuildContext, choice, register_scenario, size
+from bench.scenarios._shared import OPTIMIZERS, clear_input_grad, make_optimizer
 from bench.workload import Workload
 
 
@@ -25,16 +25,15 @@ from bench.workload import Workload
 class ResBlockConfig:
     """``depth`` bottleneck blocks of ``width`` channels on (batch_size, width, image_size, image_size)."""
 
-    batch_size: int = 8
-    image_size: int = 28  # H = W of the block input (a feature map, not the network's input image)
-    width: int = 128  # channels in and out of every block; the bottleneck has width // 4
-    depth: int = 2  # number of blocks
+    batch_size: int = size(8)
+    image_size: int = size(28)  # H = W of the block input (a feature map, not the network's input image)
+    width: int = size(128)  # channels in and out of every block; the bottleneck has width // 4
+    depth: int = size(2)  # number of blocks
     se: bool = False  # squeeze-excitation in every block
-    channels_last: bool = False
-    optimizer: str = "adamw_warmup"
+    channels_last: bool = False  # applied by bench.workload.build_workload, like --channels-last
+    optimizer: str = choice("adamw_warmup", OPTIMIZERS)
 
     def __post_init__(self) -> None:
-        check_optimizer(self.optimizer)
         if self.width % 4:
             raise ValueError(f"width ({self.width}) must be a multiple of 4 (bottleneck expansion)")
 
@@ -53,16 +52,11 @@ def build_resblock(cfg: ResBlockConfig, ctx: BuildContext) -> Workload:
     """Bottleneck block stack on random (B, C, H, W) feature maps."""
     from dlcore import PreActBottleneck
 
-    torch.manual_seed(ctx.seed)
     model = nn.Sequential(
         *(PreActBottleneck(cfg.width, cfg.width, se=cfg.se, device=ctx.device) for _ in range(cfg.depth))
     )
     train = ctx.mode == "train"
     x = torch.randn(cfg.batch_size, cfg.width, cfg.image_size, cfg.image_size, device=ctx.device)
-    channels_last = cfg.channels_last or ctx.channels_last
-    if channels_last:
-        model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # torch stub lacks it
-        x = x.contiguous(memory_format=torch.channels_last)
     x.requires_grad_(train)
 
     def loss_fn(out: torch.Tensor) -> torch.Tensor:
@@ -77,5 +71,4 @@ def build_resblock(cfg: ResBlockConfig, ctx: BuildContext) -> Workload:
         items_per_step=cfg.batch_size,
         unit="images",
         checkpoint_targets=(PreActBottleneck,),
-        extra={"channels_last": channels_last},
     )

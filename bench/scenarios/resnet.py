@@ -7,8 +7,8 @@ raises and the runner records an error row). Loss: cross-entropy against random 
 Throughput counts images (B). The ``default`` preset is the ResNet-50 layout at half its width
 (``width=32``) on 64 px images, batch 4, so that a training step stays near 50 ms on a 2-core CPU
 (ResNet-50 itself: 130-200 ms); ``large`` is ResNet-50 proper at 224 px, batch 128. Activation
-checkpointing wraps every bottleneck block. ``channels_last`` (or ``BuildContext.channels_last``)
-puts model and input in NHWC memory format.
+checkpointing wraps every bottleneck block. ``channels_last`` puts model and
+input in NHWC memory format (applied by ``bench.workload.build_workload``).
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bench.registry import BuildContext, register_scenario
-from bench.scenarios.optimizer import check_optimizer, make_optimizer
+from bench.registry import BuildContext, choice, register_scenario, size, size0
+from bench.scenarios._shared import OPTIMIZERS, make_optimizer
 from bench.workload import Workload
 
 IMPLS: tuple[str, ...] = ("dlcore", "timm")
@@ -30,19 +30,23 @@ IMPLS: tuple[str, ...] = ("dlcore", "timm")
 class ResNetConfig:
     """A ResNet architecture (``arch``) on (batch_size, 3, image_size, image_size) images."""
 
-    batch_size: int = 4
-    image_size: int = 64
+    batch_size: int = size(4)
+    image_size: int = size(64)
     arch: str = "resnet50"  # a dlcore.resnet_presets name (or a timm model name with impl="timm")
-    width: int = 0  # base_width override (stem and first-stage bottleneck width); 0 keeps the preset's
-    num_classes: int = 1000
-    channels_last: bool = False
-    impl: str = "dlcore"  # "dlcore" or "timm"
-    optimizer: str = "adamw_warmup"
+    width: int = size0(0)  # base_width override (stem and first-stage bottleneck width); 0 keeps the preset's
+    num_classes: int = size(1000)
+    channels_last: bool = False  # applied by bench.workload.build_workload, like --channels-last
+    impl: str = choice("dlcore", IMPLS)
+    optimizer: str = choice("adamw_warmup", OPTIMIZERS)
 
     def __post_init__(self) -> None:
-        check_optimizer(self.optimizer)
-        if self.impl not in IMPLS:
-            raise ValueError(f"impl: unknown implementation {self.impl!r}; expected one of {IMPLS}")
+        if self.impl == "dlcore":
+            from dlcore.layers.resnet import resnet_presets
+
+            if self.arch not in resnet_presets:
+                raise ValueError(
+                    f"arch: unknown dlcore ResNet {self.arch!r}; expected one of {sorted(resnet_presets)}"
+                )
         if self.impl == "timm" and self.width:
             raise ValueError(
                 "width: a base_width override applies to impl='dlcore' only; set width=0 with impl='timm'"
@@ -84,14 +88,9 @@ def _build_model(cfg: ResNetConfig, device: str) -> tuple[nn.Module, tuple[type[
 )
 def build_resnet(cfg: ResNetConfig, ctx: BuildContext) -> Workload:
     """ResNet on random images with random labels."""
-    torch.manual_seed(ctx.seed)
     model, targets = _build_model(cfg, ctx.device)
     x = torch.randn(cfg.batch_size, 3, cfg.image_size, cfg.image_size, device=ctx.device)
     labels = torch.randint(0, cfg.num_classes, (cfg.batch_size,), device=ctx.device)
-    channels_last = cfg.channels_last or ctx.channels_last
-    if channels_last:
-        model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # torch stub lacks it
-        x = x.contiguous(memory_format=torch.channels_last)
 
     def loss_fn(logits: torch.Tensor) -> torch.Tensor:
         return F.cross_entropy(logits.float(), labels)  # (B, num_classes) vs (B,)
@@ -105,5 +104,5 @@ def build_resnet(cfg: ResNetConfig, ctx: BuildContext) -> Workload:
         items_per_step=cfg.batch_size,
         unit="images",
         checkpoint_targets=targets,
-        extra={"channels_last": channels_last, "impl": cfg.impl, "arch": cfg.arch},
+        extra={"impl": cfg.impl, "arch": cfg.arch},
     )

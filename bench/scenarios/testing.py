@@ -20,13 +20,12 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from bench.child import CHILD_ENV_VAR
-from bench.registry import BuildContext, register_scenario
+from bench.registry import CHILD_ENV_VAR, BuildContext, choice, nonneg, register_scenario, size
 from bench.workload import Workload
 
 
 def in_child_process() -> bool:
-    """True inside a ``bench.child`` process started by the runner."""
+    """True inside a ``bench.run.child`` process started by the runner."""
     return os.environ.get(CHILD_ENV_VAR) == "1"
 
 
@@ -40,14 +39,13 @@ def _abort(what: str) -> None:
 class LinearConfig:
     """``nn.Linear(in_features, out_features, bias=False)`` on a (batch_size, in_features) batch."""
 
-    batch_size: int = 4
-    in_features: int = 64
-    out_features: int = 32
+    batch_size: int = size(4)
+    in_features: int = size(64)
+    out_features: int = size(32)
 
 
 def build_linear_workload(cfg: LinearConfig, ctx: BuildContext) -> Workload:
     """The ``_linear`` workload; AdamW only in train mode so forward mode holds params alone."""
-    torch.manual_seed(ctx.seed)
     model = nn.Linear(cfg.in_features, cfg.out_features, bias=False, device=ctx.device)
     x = torch.randn(cfg.batch_size, cfg.in_features, device=ctx.device)  # (B, in)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3) if ctx.mode == "train" else None
@@ -76,12 +74,8 @@ def build_linear(cfg: LinearConfig, ctx: BuildContext) -> Workload:
 class CrashConfig:
     """Where to abort: "build", "step" or "never"."""
 
-    batch_size: int = 2
-    where: str = "build"
-
-    def __post_init__(self) -> None:
-        if self.where not in ("build", "step", "never"):
-            raise ValueError(f"where: expected 'build', 'step' or 'never', got {self.where!r}")
+    batch_size: int = size(2)
+    where: str = choice("build", ("build", "step", "never"))
 
 
 @register_scenario(
@@ -105,8 +99,8 @@ def build_crash(cfg: CrashConfig, ctx: BuildContext) -> Workload:
 class SleepConfig:
     """Sleep ``seconds`` while building (then run ``_linear``)."""
 
-    batch_size: int = 1
-    seconds: float = 60.0
+    batch_size: int = size(1)
+    seconds: float = nonneg(60.0)
 
 
 @register_scenario(
@@ -122,12 +116,8 @@ def build_sleep(cfg: SleepConfig, ctx: BuildContext) -> Workload:
 class OomConfig:
     """Where to raise ``torch.OutOfMemoryError``: "build" or "step"."""
 
-    batch_size: int = 2
-    where: str = "build"
-
-    def __post_init__(self) -> None:
-        if self.where not in ("build", "step"):
-            raise ValueError(f"where: expected 'build' or 'step', got {self.where!r}")
+    batch_size: int = size(2)
+    where: str = choice("build", ("build", "step"))
 
 
 def _raise_oom() -> None:

@@ -16,9 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bench.registry import BuildContext, register_scenario
-from bench.scenarios.attention import check_attn_impl, set_attn_impl
-from bench.scenarios.optimizer import check_optimizer, make_optimizer
+from bench.registry import BuildContext, choice, probability, register_scenario, size
+from bench.scenarios._shared import ATTN_IMPLS, OPTIMIZERS, make_optimizer, set_attn_impl
 from bench.workload import Workload
 
 
@@ -26,27 +25,23 @@ from bench.workload import Workload
 class TransformerConfig:
     """Seq2seq Transformer: ``depth`` encoder and ``depth`` decoder layers of width ``width``."""
 
-    batch_size: int = 2
-    seq_len: int = 64  # source length
-    tgt_len: int = 64  # target length
-    width: int = 256  # d_model
-    depth: int = 2  # encoder layers = decoder layers = depth
-    heads: int = 8
-    ffn_mult: int = 4  # dim_feedforward = ffn_mult * width
-    vocab_size: int = 4096  # source and target vocabularies
+    batch_size: int = size(2)
+    seq_len: int = size(64)  # source length
+    tgt_len: int = size(64)  # target length
+    width: int = size(256)  # d_model
+    depth: int = size(2)  # encoder layers = decoder layers = depth
+    heads: int = size(8)
+    ffn_mult: int = size(4)  # dim_feedforward = ffn_mult * width
+    vocab_size: int = size(4096)  # source and target vocabularies
     norm_first: bool = False  # post-LN, the 2017 paper's layout (True: pre-LN with final LayerNorms)
-    activation: str = "relu"  # "relu" or "gelu"
-    dropout: float = 0.0
-    attn_impl: str = "sdpa"
-    optimizer: str = "adamw_warmup"
+    activation: str = choice("relu", ("relu", "gelu"))
+    dropout: float = probability(0.0)
+    attn_impl: str = choice("sdpa", ATTN_IMPLS)
+    optimizer: str = choice("adamw_warmup", OPTIMIZERS)
 
     def __post_init__(self) -> None:
-        check_attn_impl(self.attn_impl)
-        check_optimizer(self.optimizer)
         if self.width % self.heads:
             raise ValueError(f"width ({self.width}) must be divisible by heads ({self.heads})")
-        if self.activation not in ("relu", "gelu"):
-            raise ValueError(f"activation: expected 'relu' or 'gelu', got {self.activation!r}")
 
 
 class Seq2Seq(nn.Module):
@@ -92,7 +87,6 @@ def build_transformer(cfg: TransformerConfig, ctx: BuildContext) -> Workload:
     """Seq2seq Transformer with random source/target ids and random labels."""
     from dlcore import Transformer, TransformerDecoderLayer, TransformerEncoderLayer
 
-    torch.manual_seed(ctx.seed)
     core = Transformer(
         cfg.vocab_size,
         cfg.vocab_size,

@@ -1,11 +1,12 @@
-"""bench.measure: what happens around the three passes (device selection)."""
+"""bench.run.measure: what happens around the three passes (device selection)."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from bench import measure as measure_mod
+from bench.run import measure as measure_mod
+from bench.run.grid import RunConfig
 
 
 class _Stop(Exception):
@@ -36,12 +37,14 @@ def test_cuda_n_is_made_current_for_the_whole_measurement(monkeypatch: pytest.Mo
     monkeypatch.setattr(measure_mod, "get_scenario", get_scenario)
     with pytest.raises(_Stop):
         measure_mod.measure(
-            scenario="attention",
-            mode="forward",
-            precision="fp32",
-            checkpointing="none",
-            device="cuda:1",
-            params={},
+            RunConfig(
+                scenario="attention",
+                mode="forward",
+                precision="fp32",
+                checkpointing="none",
+                device="cuda:1",
+                params=(),
+            )  # fmt: skip
         )
     assert seen_while_building == [1]
     assert calls == [1, 0]  # cuda:1 for the measurement, then back to cuda:0

@@ -181,18 +181,18 @@ def test_git_commit_without_work_tree_uses_named_commit(tmp_path, monkeypatch: p
 def test_mfu_datasheet_uses_tf32_peak_when_fp32_matmuls_run_as_tf32(
     monkeypatch: pytest.MonkeyPatch, allow_tf32: bool, expected: float
 ) -> None:
-    from bench.measure import _mfu_fields
+    from bench.run.measure import mfu_fields
 
     monkeypatch.setattr(peak, "measured_peak_tflops", lambda *a, **k: 100.0)
     notes: list[str] = []
     before = torch.backends.cuda.matmul.allow_tf32  # a cuBLAS flag, not a plain attribute: restore by hand
     torch.backends.cuda.matmul.allow_tf32 = allow_tf32
     try:
-        out = _mfu_fields(10**12, 0.1, "cuda", "fp32", "NVIDIA H100 80GB HBM3", notes)
+        out = mfu_fields(10**12, 0.1, "cuda", "fp32", "NVIDIA H100 80GB HBM3", notes)
     finally:
         torch.backends.cuda.matmul.allow_tf32 = before
     assert out["peak_tflops_datasheet"] == expected
     assert out["mfu_datasheet"] == pytest.approx(10.0 / expected)
     # CPU (or a precision other than fp32) never maps to the tf32 column
-    cpu = _mfu_fields(10**12, 0.1, "cpu", "fp32", "NVIDIA H100 80GB HBM3", notes)
+    cpu = mfu_fields(10**12, 0.1, "cpu", "fp32", "NVIDIA H100 80GB HBM3", notes)
     assert cpu["peak_tflops_datasheet"] == 66.9

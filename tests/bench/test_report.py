@@ -5,8 +5,8 @@ from pathlib import Path
 import pytest
 
 from bench import api
-from bench.gpu_summary import summarize
-from bench.report import markdown_report, write_report
+from bench.report.gpu_summary import summarize
+from bench.report.markdown import markdown_report, write_report
 
 
 @pytest.fixture(scope="module")

@@ -5,12 +5,13 @@ from __future__ import annotations
 import datetime as dt
 import json
 import re
+from pathlib import Path
 
 import pandas as pd
 import pytest
 
 from bench import results
-from bench.sweep import SweepError, load_sweep
+from bench.run.sweep import SweepError, load_sweep
 
 REQUIRED = (
     "schema_version, run_id, timestamp, scenario, mode, precision, checkpointing, parallel, world_size, "
@@ -133,7 +134,7 @@ def test_default_out_path_and_latest(tmp_path):
     later.write_text("x\n")
     (tmp_path / "attention_cuda-1_torch2.11.0-cu128_notes.csv").write_text("x\n")
     assert results.latest_out_path("attention", "cuda:1", **kw) == later
-    name = results.default_out_path("attention", "cpu").name
+    name = results.default_out_path("attention", "cpu", torch_version="2.13.0+cpu").name
     assert re.fullmatch(r"attention_cpu_torch.+_\d{8}T\d{6}\.csv", name)
 
 
@@ -157,3 +158,45 @@ def test_sweep_file_format(tmp_path):
         load_sweep(f)
     with pytest.raises(SweepError, match="no such file"):
         load_sweep(tmp_path / "missing.toml")
+
+
+def _documented_columns() -> list[str]:
+    """Column names in results/README.md's schema section: table rows' first cells, the env paragraph."""
+    text = (Path(__file__).resolve().parents[2] / "results" / "README.md").read_text(encoding="utf-8")
+    section = text[text.index("## Schema") : text.index("### Scenario parameters")]
+    cols: list[str] = []
+    env = section[section.index("### Environment") :]
+    for line in section.splitlines():
+        if line.startswith("| `"):
+            cols += re.findall(r"`([a-z_0-9]+)`", line.split("|")[1])
+    cols += [c for c in re.findall(r"`([a-z_0-9]+)`", env) if c not in cols]
+    return cols
+
+
+def test_header_of_a_real_run_matches_the_schema_table_and_its_docs(tmp_path):
+    from bench import api
+
+    out = tmp_path / "a.csv"
+    s = api.run(
+        "attention", amp=True, preset="tiny", device="cpu", out=out, isolation=False, max_time_s=0.05,
+        progress=False,
+    )  # fmt: skip
+    assert s.exit_code == 0
+    header = results.read_header(out)
+    spec_params = api.list_scenarios()[0]["parameters"]  # attention is first in name order
+    assert header == results.columns_for(spec_params)
+    # the core block is the documented contract, in this order (schema_version 1)
+    assert header[:5] == ["schema_version", "run_id", "timestamp", "scenario", "mode"]
+    params_in_header = [c for c in header if c.startswith(results.PARAM_PREFIX)]
+    assert params_in_header == [results.param_column(p) for p in spec_params if p != "batch_size"]
+    core_and_env = list(results.CORE_COLUMNS) + list(results.ENV_COLUMNS)
+    documented = _documented_columns()
+    assert sorted(documented) == sorted(core_and_env), (
+        f"undocumented: {sorted(set(core_and_env) - set(documented))}; "
+        f"documented but not written: {sorted(set(documented) - set(core_and_env))}"
+    )
+    assert set(results.COLUMN_TYPES) == set(core_and_env)
+    df = results.load_results(out)
+    for col in results.INT_COLUMNS:
+        if col in df.columns and df[col].notna().any():
+            assert str(df[col].dtype) == "Int64", col

@@ -18,7 +18,7 @@ import pytest
 
 from bench import api, results
 from bench.registry import get_scenario
-from bench.runner import RunConfig, config_skip_reason, expand_grid, varying_params
+from bench.run.grid import RunConfig, config_skip_reason, expand_grid, varying_params
 
 FAST = {"max_time_s": 0.3, "target_rel_ci": 0.5, "progress": False, "device": "cpu"}
 B, IN, OUT = 4, 64, 32  # _linear defaults
@@ -64,12 +64,12 @@ def test_skip_reasons():
 
 
 def test_skipped_rows_start_no_child_and_exit_zero(tmp_path, monkeypatch):
-    import bench.runner
+    import bench.run.execute
 
     def no_child(*a, **k):
         raise AssertionError("a skipped configuration must not start a child")
 
-    monkeypatch.setattr(bench.runner, "run_in_child", no_child)
+    monkeypatch.setattr(bench.run.execute, "run_in_child", no_child)
     out = tmp_path / "skip.csv"
     s = api.run("_linear", modes="forward", precisions="amp-fp16", checkpointing="none,full", out=out, **FAST)
     assert [r["status"] for r in s.rows] == ["skipped", "skipped"] and s.exit_code == 0
@@ -174,8 +174,8 @@ def test_sigkill_mid_sweep_leaves_valid_csv_then_resume_finishes(tmp_path):
 
 def test_resume_with_another_seed_runs_again(tmp_path, monkeypatch):
     # --resume matched on a key without the seed: seed-0 rows counted as done for --seed 5.
-    from bench import runner
-    from bench.runner import Outcome
+    from bench.run import execute as runner
+    from bench.run.execute import Outcome
 
     monkeypatch.setattr(runner, "run_in_child", lambda cfg, options, device_name=None: Outcome("error", "x"))
     out = tmp_path / "seeds.csv"
@@ -196,9 +196,10 @@ def test_channels_last_param_and_flag_are_the_same_configuration():
     assert by_param.channels_last and by_flag.channels_last and not neither.channels_last
     assert by_param.params_dict["channels_last"] and by_flag.params_dict["channels_last"]
     assert by_param.key == by_flag.key != neither.key
-    from bench.measure import MeasureOptions
-    from bench.runner import Outcome, build_row
+    from bench.results import build_row
+    from bench.run.execute import Outcome
+    from bench.run.request import RunRequest
 
     cols = results.columns_for(spec.parameters())
-    row = build_row(by_param, Outcome("skipped"), run_id="r", env={}, options=MeasureOptions(), columns=cols)
+    row = build_row(by_param, Outcome("skipped"), run_id="r", env={}, request=RunRequest(), columns=cols)
     assert row["channels_last"] is True and row["param_channels_last"] is True

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from bench.registry import PRESETS, BuildContext, ScenarioSpec, load_scenarios
-from bench.workload import Workload, make_step
+from bench.workload import Workload, build_workload, make_step
 
 SCENARIOS = load_scenarios()
 PUBLIC = sorted(name for name, spec in SCENARIOS.items() if not spec.test_only)
@@ -28,7 +28,9 @@ BUILTIN = ("attention", "encoder", "transformer", "resblock", "resnet", "optimiz
 
 def _build(name: str, mode: str = "train", preset: str = "tiny", **overrides: Any) -> Workload:
     spec = SCENARIOS[name]
-    return spec.build(spec.make_config(preset, **overrides), BuildContext(device="cpu", mode=mode, seed=0))
+    return build_workload(
+        spec, spec.make_config(preset, **overrides), BuildContext(device="cpu", mode=mode, seed=0)
+    )
 
 
 def _step_cases() -> list[Any]:
@@ -227,7 +229,7 @@ def test_channels_last(name: str) -> None:
     assert conv.weight.is_contiguous(memory_format=torch.channels_last)
     assert w.extra["channels_last"] is True
     spec = SCENARIOS[name]
-    w = spec.build(spec.make_config("tiny"), BuildContext(mode="forward", channels_last=True))
+    w = build_workload(spec, spec.make_config("tiny"), BuildContext(mode="forward", channels_last=True))
     assert w.inputs[0].is_contiguous(memory_format=torch.channels_last)  # the context's flag works too
     with torch.no_grad():
         w.model(*w.inputs)

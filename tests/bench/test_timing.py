@@ -13,7 +13,8 @@ import random
 import pytest
 
 from bench.harness import timing
-from bench.harness.timing import TimingResult, median_ci, time_step
+from bench.harness.timing import TimingResult, time_step
+from bench.stats import median_ci
 
 
 def _binomial_ranks(n: int, confidence: float = 0.95) -> tuple[int, int] | None:

@@ -13,6 +13,10 @@ matmul in the run's precision (``measured_peak_tflops``, cached per machine) and
 datasheet peak where the device is known (``mfu_datasheet``; for fp32 on CUDA with TF32 matmuls
 allowed, the TF32 peak: ``bench.harness.peak.matmul_precision``).
 
+The result is a typed ``Measurement`` (the ``TimingResult`` with its raw samples, the
+``MemoryResult``, the FLOP and MFU figures); it crosses the child/parent boundary as JSON
+(``to_dict`` / ``from_dict``) and becomes columns only in ``bench.results.schema.build_row``.
+
 A memory or FLOP pass that fails after a good timing pass leaves its columns empty and says why in
 ``reason``; the row stays ``ok`` because the timing is valid. A failure while building or timing
 propagates (the child turns it into an ``oom`` or ``error`` row).
@@ -20,54 +24,48 @@ propagates (the child turns it into an ``oom`` or ``error`` row).
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 from bench.registry import BuildContext, get_scenario
-from bench.workload import make_step, seeded
-
-
-@dataclass(frozen=True)
-class MeasureOptions:
-    """How long and how precisely to time each configuration (and the child's wall-clock limit)."""
-
-    target_rel_ci: float = 0.02  # stop when the 95% CI of the median is within +-2% of it
-    max_time_s: float = 5.0  # ... or when this much time went into timed iterations
-    warmup_iters: int = 3
-    min_samples: int = 10
-    max_samples: int = 10_000
-    timeout_s: float = 600.0  # the runner kills a child after this long (build + all passes)
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+from bench.run.grid import RunConfig
+from bench.run.request import RunRequest
 
 
 @dataclass
 class Measurement:
-    """Result of measuring one configuration: row fields plus what goes to the samples sidecar."""
+    """What measuring one configuration produced, typed; ``build_row`` turns it into columns."""
 
-    fields: dict[str, Any]  # measurement columns of the results row (bench.results.MEASUREMENT_COLUMNS)
-    samples_ms: list[float]
-    timing: dict[str, Any]
-    memory: dict[str, Any] | None
+    timing: Any  # bench.harness.timing.TimingResult (raw samples and how they were taken)
+    memory: Any | None  # bench.harness.memory.MemoryResult, None when the memory pass failed
+    items_per_step: int
+    unit: str
+    flops_per_step: int | None = None
+    achieved_tflops: float | None = None
+    peak_tflops_measured: float | None = None
+    mfu: float | None = None
+    peak_tflops_datasheet: float | None = None
+    mfu_datasheet: float | None = None
     extra: dict[str, Any] = field(default_factory=dict)  # the workload's own extra columns
     notes: list[str] = field(default_factory=list)  # go into the row's reason
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        d = {k: getattr(self, k) for k in self.__dataclass_fields__}
+        d["timing"] = self.timing.to_dict()
+        d["memory"] = self.memory.to_dict() if self.memory is not None else None
+        return d
 
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Measurement:
+        from bench.harness.memory import MemoryResult
+        from bench.harness.timing import TimingResult
 
-def _apply_channels_last(workload: Any) -> None:
-    import torch
-
-    workload.model.to(memory_format=torch.channels_last)
-    workload.inputs = tuple(
-        x.contiguous(memory_format=torch.channels_last) if isinstance(x, torch.Tensor) and x.dim() == 4 else x
-        for x in workload.inputs
-    )
+        kw = {k: v for k, v in d.items() if k in cls.__dataclass_fields__}
+        kw["timing"] = TimingResult.from_dict(d["timing"])
+        kw["memory"] = MemoryResult(**d["memory"]) if d.get("memory") else None
+        return cls(**kw)
 
 
 @contextmanager
@@ -93,117 +91,45 @@ def cuda_device_current(device: str) -> Iterator[None]:
 
 
 def measure(
-    *,
-    scenario: str,
-    mode: str,
-    precision: str,
-    checkpointing: str,
-    device: str,
-    params: dict[str, Any],
-    preset: str = "default",
-    seed: int = 0,
-    channels_last: bool = False,
-    device_name: str | None = None,
-    options: MeasureOptions | None = None,
+    cfg: RunConfig, request: RunRequest | None = None, *, device_name: str | None = None
 ) -> Measurement:
     """Build the configuration and run the timing, memory and FLOP passes (in that order).
 
     On ``cuda:N`` the device is made current for all of it (``cuda_device_current``).
     """
-    with cuda_device_current(device):
-        return _measure(
-            scenario=scenario,
-            mode=mode,
-            precision=precision,
-            checkpointing=checkpointing,
-            device=device,
-            params=params,
-            preset=preset,
-            seed=seed,
-            channels_last=channels_last,
-            device_name=device_name,
-            options=options,
-        )
+    with cuda_device_current(cfg.device):
+        return _measure(cfg, request or RunRequest(), device_name)
 
 
-def _measure(
-    *,
-    scenario: str,
-    mode: str,
-    precision: str,
-    checkpointing: str,
-    device: str,
-    params: dict[str, Any],
-    preset: str,
-    seed: int,
-    channels_last: bool,
-    device_name: str | None,
-    options: MeasureOptions | None,
-) -> Measurement:
+def _measure(cfg: RunConfig, req: RunRequest, device_name: str | None) -> Measurement:
     from bench.harness.flops import count_flops
     from bench.harness.memory import measure_memory
     from bench.harness.timing import time_step
+    from bench.workload import build_step
 
-    opts = options or MeasureOptions()
-    spec = get_scenario(scenario)
-    cfg = spec.make_config(preset, **params)
-    ctx = BuildContext(device=device, mode=mode, seed=seed, channels_last=channels_last)
-    with seeded(seed):
-        workload = spec.build(cfg, ctx)
-    if channels_last:
-        _apply_channels_last(workload)
-    step = make_step(workload, mode=mode, precision=precision, checkpointing=checkpointing, device=device)
+    spec = get_scenario(cfg.scenario)
+    scfg = spec.make_config(cfg.preset, **cfg.params_dict)
+    ctx = BuildContext(device=cfg.device, mode=cfg.mode, seed=cfg.seed, channels_last=cfg.channels_last)
+    workload, step = build_step(spec, scfg, ctx, precision=cfg.precision, checkpointing=cfg.checkpointing)
     notes: list[str] = []
 
     # 1. timing: the bare step, nothing attached
     timing = time_step(
         step,
-        device=device,
-        warmup_iters=opts.warmup_iters,
-        min_samples=opts.min_samples,
-        max_samples=opts.max_samples,
-        target_rel_ci=opts.target_rel_ci,
-        max_time_s=opts.max_time_s,
+        device=cfg.device,
+        warmup_iters=req.warmup_iters,
+        min_samples=req.min_samples,
+        max_samples=req.max_samples,
+        target_rel_ci=req.target_rel_ci,
+        max_time_s=req.max_time_s,
     )
-    median_s = timing.median_ms / 1e3
-    fields: dict[str, Any] = {
-        "n_samples": len(timing.samples_ms),
-        "time_median_ms": timing.median_ms,
-        "time_ci_low_ms": timing.ci_low_ms,
-        "time_ci_high_ms": timing.ci_high_ms,
-        "time_iqr_ms": timing.iqr_ms,
-        "time_cv": timing.cv,
-        "noisy": bool(timing.noisy),
-        "stop_reason": timing.stop_reason,
-        "items_per_step": workload.items_per_step,
-        "throughput": workload.items_per_step / median_s if median_s > 0 else None,
-        "throughput_unit": f"{workload.unit}/s",
-    }
     if timing.noisy:
-        why = getattr(timing, "noisy_reasons", None) or [f"CV {timing.cv:.1%}"]
-        notes.append(f"noisy: {'; '.join(why)} (stopped by {timing.stop_reason})")
+        notes.append(f"noisy: {'; '.join(timing.noisy_reasons)} (stopped by {timing.stop_reason})")
 
     # 2. memory: a separate pass, after timing
-    memory: dict[str, Any] | None = None
+    memory = None
     try:
-        mem = measure_memory(step, device=device, warm=True)
-        memory = mem.to_dict()
-        for name in (
-            "peak_mem_bytes",
-            "mem_fwd_peak_bytes",
-            "mem_bwd_peak_bytes",
-            "mem_opt_peak_bytes",
-            "mem_params_bytes",
-            "mem_grads_bytes",
-            "mem_optimizer_bytes",
-            "mem_activations_bytes",
-            "mem_buffers_bytes",
-            "mem_inputs_bytes",
-            "cuda_reserved_peak_bytes",
-            "peak_rss_bytes",
-        ):
-            fields[name] = getattr(mem, name, None)
-        fields["mem_method"] = getattr(mem, "method", None)
+        memory = measure_memory(step, device=cfg.device, warm=True)
     except Exception as exc:  # the timing is still valid; say why memory is missing
         notes.append(f"memory pass failed: {type(exc).__name__}: {exc}")
 
@@ -211,22 +137,30 @@ def _measure(
     flops: int | None = None
     try:
         flops = int(count_flops(step))
-        fields["flops_per_step"] = flops
     except Exception as exc:
         notes.append(f"flop pass failed: {type(exc).__name__}: {exc}")
 
-    fields.update(_mfu_fields(flops, median_s, device, precision, device_name, notes))
-    return Measurement(
-        fields=fields,
-        samples_ms=list(timing.samples_ms),
-        timing=timing.to_dict(),
+    m = Measurement(
+        timing=timing,
         memory=memory,
+        items_per_step=workload.items_per_step,
+        unit=workload.unit,
+        flops_per_step=flops,
         extra=dict(workload.extra),
         notes=notes,
     )
+    _set_mfu(m, timing.median_ms / 1e3, cfg.device, cfg.precision, device_name)
+    return m
 
 
-def _mfu_fields(
+def _set_mfu(m: Measurement, median_s: float, device: str, precision: str, device_name: str | None) -> None:
+    for name, value in mfu_fields(
+        m.flops_per_step, median_s, device, precision, device_name, m.notes
+    ).items():
+        setattr(m, name, value)
+
+
+def mfu_fields(
     flops: int | None,
     median_s: float,
     device: str,
@@ -240,6 +174,7 @@ def _mfu_fields(
     out: dict[str, Any] = {}
     achieved = flops / median_s / 1e12 if flops and median_s > 0 else None
     out["achieved_tflops"] = achieved
+    peak: float | None
     try:
         peak = float(measured_peak_tflops(device, precision, cache=True))
     except Exception as exc:

@@ -1,8 +1,4 @@
-"""The ``dlbench`` command line: a thin Typer layer, each command calling one library function.
-
-Exit codes: 0 every configuration ok or skipped; 1 some configuration failed (error, oom, timeout);
-2 bad usage (the message names the problem; nothing was run); 130 interrupted.
-"""
+"""``dlbench list``, ``dlbench env`` and ``dlbench run``."""
 
 from __future__ import annotations
 
@@ -12,38 +8,7 @@ from typing import Annotated, Any
 
 import typer
 
-from bench import __version__
-
-app = typer.Typer(
-    name="dlbench",
-    help=(
-        "Benchmark and profile PyTorch training techniques (AMP, activation checkpointing, "
-        "DDP/FSDP/pipeline) on Transformer and ResNet blocks. Results are CSV under results/."
-    ),
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-)
-
-
-def _version_callback(value: bool) -> None:
-    if value:
-        typer.echo(f"dlbench {__version__}")
-        raise typer.Exit()
-
-
-@app.callback()
-def _root(
-    version: bool = typer.Option(
-        False, "--version", callback=_version_callback, is_eager=True, help="Print the version and exit."
-    ),
-) -> None:
-    """dlbench: honest numbers for PyTorch training techniques on your hardware."""
-
-
-def _usage_error(message: str) -> typer.Exit:
-    typer.secho(f"Error: {message}", err=True, fg=typer.colors.RED)
-    return typer.Exit(2)
+from bench.cli import app, usage_error
 
 
 @app.command("list")
@@ -85,7 +50,7 @@ def env_cmd(
     try:
         fp = env(device)
     except UsageError as exc:
-        raise _usage_error(str(exc)) from None
+        raise usage_error(str(exc)) from None
     if as_json:
         typer.echo(json.dumps(fp, indent=2, default=str))
         return
@@ -161,7 +126,8 @@ def run_cmd(
     ] = False,
 ) -> None:
     """Measure a scenario over a grid of configurations; one CSV row per configuration."""
-    from bench.api import UsageError, parse_assignments, run
+    from bench.api import UsageError, execute_plan, parse_assignments, plan_run, varying_params
+    from bench.console import RunProgress, print_summary
 
     try:
         params: dict[str, Any] = dict(parse_assignments(param or []))
@@ -174,7 +140,7 @@ def run_cmd(
         ):
             if value is not None:
                 params[name] = value  # a comma list, split by the API
-        summary = run(
+        plan = plan_run(
             scenario,
             sweep=sweep,
             preset=preset,
@@ -194,17 +160,12 @@ def run_cmd(
             channels_last=channels_last or None,
         )
     except UsageError as exc:
-        raise _usage_error(str(exc)) from None
+        raise usage_error(str(exc)) from None
+    try:
+        progress = RunProgress(plan.spec.name, len(plan.configs), varying_params(plan.configs))
+        summary = execute_plan(plan, progress=progress)
     except KeyboardInterrupt:
         typer.secho("interrupted: finished rows are in the CSV; rerun with --resume to go on", err=True)
         raise typer.Exit(130) from None
-    summary.print()
+    print_summary(summary)
     raise typer.Exit(summary.exit_code)
-
-
-def main() -> None:
-    app()
-
-
-if __name__ == "__main__":
-    main()

@@ -1,6 +1,6 @@
 """The figures of the GPU truth run, computed from the CSVs that ``bench/gpu_check.sh`` writes.
 
-    python -m bench.gpu_summary results/gpu [--peaks results/gpu/peaks.json]
+    dlbench gpu-summary results/gpu [--peaks results/gpu/peaks.json]
 
 Each figure names the rows it comes from; a figure whose rows are missing or failed says so
 instead of printing a number.
@@ -8,14 +8,11 @@ instead of printing a number.
 
 from __future__ import annotations
 
-import argparse
-import json
-import math
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from bench.report import extra_of
+from bench.report.format import num, ratio
+from bench.report.markdown import extra_of
 from bench.results import load_results
 
 
@@ -30,11 +27,8 @@ def _pick(df: Any, **where: Any) -> Any | None:
 
 
 def _num(row: Any, col: str) -> float:
-    return float("nan") if row is None else float(row[col])
-
-
-def _ratio(a: float, b: float) -> float:
-    return a / b if b and not math.isnan(a) and not math.isnan(b) else float("nan")
+    v = None if row is None else num(row[col])
+    return float("nan") if v is None else v
 
 
 def _load(folder: Path, scenario: str) -> Any | None:
@@ -71,7 +65,7 @@ def summarize(folder: Path, peaks: dict[str, float] | None = None) -> list[str]:
             out.append(
                 f"attention {mode} bf16 L=4096: dlcore {_num(d, 'achieved_tflops'):.0f} TFLOP/s, "
                 f"direct F.scaled_dot_product_attention {_num(s, 'achieved_tflops'):.0f} TFLOP/s, "
-                f"ratio {_ratio(_num(d, 'achieved_tflops'), _num(s, 'achieved_tflops')):.3f} (goal >= 0.95)"
+                f"ratio {ratio(_num(d, 'achieved_tflops'), _num(s, 'achieved_tflops')):.3f} (goal >= 0.95)"
             )
 
     enc = _load(folder, "encoder")
@@ -86,14 +80,14 @@ def summarize(folder: Path, peaks: dict[str, float] | None = None) -> list[str]:
         )
         t_fp32 = _num(fp, "time_median_ms")
         out.append(
-            f"encoder AMP speed-up over fp32: bf16 x{_ratio(t_fp32, _num(bf, 'time_median_ms')):.2f}, "
-            f"fp16 x{_ratio(t_fp32, _num(h, 'time_median_ms')):.2f}"
+            f"encoder AMP speed-up over fp32: bf16 x{ratio(t_fp32, _num(bf, 'time_median_ms')):.2f}, "
+            f"fp16 x{ratio(t_fp32, _num(h, 'time_median_ms')):.2f}"
         )
         for prec in ("fp32", "amp-bf16", "amp-fp16"):
             n = _pick(enc, mode="train", precision=prec, checkpointing="none")
             f = _pick(enc, mode="train", precision=prec, checkpointing="full")
             cols = ("peak_mem_bytes", "mem_activations_bytes", "time_median_ms", "flops_per_step")
-            mem, act, t, fl = (_ratio(_num(f, c), _num(n, c)) for c in cols)
+            mem, act, t, fl = (ratio(_num(f, c), _num(n, c)) for c in cols)
             out.append(
                 f"encoder {prec} checkpointing full vs none: peak memory x{mem:.3f}, activations x{act:.3f}, "
                 f"step time x{t:.3f}, FLOPs x{fl:.3f}"
@@ -106,7 +100,7 @@ def summarize(folder: Path, peaks: dict[str, float] | None = None) -> list[str]:
         d_ips, t_ips = _num(d, "throughput"), _num(t_row, "throughput")
         out.append(
             f"resnet50 train: dlcore {d_ips:.0f} images/s, timm {t_ips:.0f} images/s, "
-            f"ratio {_ratio(d_ips, t_ips):.3f} (goal >= 0.9); FLOPs/step dlcore "
+            f"ratio {ratio(d_ips, t_ips):.3f} (goal >= 0.9); FLOPs/step dlcore "
             f"{_num(d, 'flops_per_step') / 1e12:.2f} T vs timm {_num(t_row, 'flops_per_step') / 1e12:.2f} T"
         )
 
@@ -121,27 +115,12 @@ def summarize(folder: Path, peaks: dict[str, float] | None = None) -> list[str]:
             gbs = nbytes / (float(r["time_median_ms"]) / 1e3) / 1e9
             out.append(
                 f"optimizer {kind}: {float(r['time_median_ms']):.3f} ms/step, {gbs:.0f} GB/s = "
-                f"{_ratio(gbs, copy):.0%} of copy bandwidth (goal >= 70%)"
+                f"{ratio(gbs, copy):.0%} of copy bandwidth (goal >= 70%)"
             )
         w = _pick(opt, mode="train", param_optimizer="adamw_warmup")
         f = _pick(opt, mode="train", param_optimizer="adamw_fused")
         out.append(
             f"optimizer AdamWWithWarmup / AdamW(fused) time ratio "
-            f"{_ratio(_num(w, 'time_median_ms'), _num(f, 'time_median_ms')):.3f} (goal <= 1.05)"
+            f"{ratio(_num(w, 'time_median_ms'), _num(f, 'time_median_ms')):.3f} (goal <= 1.05)"
         )
     return out
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("folder", type=Path, help="folder holding the run's CSVs")
-    ap.add_argument("--peaks", type=Path, default=None, help="JSON with bf16_tflops, fp32_tflops, copy_gbs")
-    args = ap.parse_args(argv)
-    peaks = json.loads(args.peaks.read_text()) if args.peaks and args.peaks.is_file() else {}
-    for line in summarize(args.folder, peaks):
-        print(line)
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -22,6 +22,8 @@
     isolation = true
 
 Command-line options given explicitly override the file (``--max-time 1`` beats ``max_time_s``).
+Which keys a file may set, and how each value is parsed and checked, is ``bench.run.request``'s
+``RunRequest`` (its ``Opt.sweep``): this module only reads the file and maps its keys to fields.
 """
 
 from __future__ import annotations
@@ -31,20 +33,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-TOP_KEYS = frozenset({"scenario", "preset", "device", "description", "axes", "options"})
-GRID_AXES = frozenset({"mode", "precision", "checkpointing"})
-OPTION_KEYS = frozenset(
-    {"out", "resume", "timeout_s", "target_rel_ci", "max_time_s", "seed", "channels_last", "isolation"}
-)
+from bench.errors import UsageError
+from bench.run.request import RunRequest
+
+TOP_KEYS = frozenset({"description", "axes", "options"} | set(RunRequest.sweep_keys("top")))
 
 
-class SweepError(ValueError):
+class SweepError(UsageError):
     """A sweep file that cannot be read or does not follow the format."""
 
 
 @dataclass(frozen=True)
 class Sweep:
-    """A parsed sweep file (values are as TOML typed them; the API checks them against the scenario)."""
+    """A read sweep file (values as TOML typed them; ``RunRequest.build`` parses and checks them)."""
 
     path: Path
     scenario: str
@@ -54,10 +55,25 @@ class Sweep:
     precisions: list[str] | None = None
     checkpointing: list[str] | None = None
     params: dict[str, list[Any]] = field(default_factory=dict)
-    options: dict[str, Any] = field(default_factory=dict)
+    options: dict[str, Any] = field(default_factory=dict)  # keyed as in the file's [options]
+
+    def request_fields(self) -> dict[str, Any]:
+        """``RunRequest`` field name -> value, for ``RunRequest.build(sweep=...)``."""
+        out: dict[str, Any] = {
+            "scenario": self.scenario,
+            "preset": self.preset,
+            "device": self.device,
+            "modes": self.modes,
+            "precisions": self.precisions,
+            "checkpointing": self.checkpointing,
+            "params": self.params or None,
+        }
+        option_keys = RunRequest.sweep_keys("options")
+        out.update({option_keys[k]: v for k, v in self.options.items()})
+        return {k: v for k, v in out.items() if v is not None}
 
 
-def _as_list(name: str, value: Any) -> list[Any]:
+def _axis(name: str, value: Any) -> list[Any]:
     values = value if isinstance(value, list) else [value]
     if not values:
         raise SweepError(f"axes.{name}: empty list")
@@ -68,7 +84,7 @@ def _as_list(name: str, value: Any) -> list[Any]:
 
 
 def load_sweep(path: Path | str) -> Sweep:
-    """Parse and shape-check a sweep file; ``SweepError`` names the offending key."""
+    """Read and shape-check a sweep file; ``SweepError`` names the offending key."""
     p = Path(path)
     try:
         data = tomllib.loads(p.read_text(encoding="utf-8"))
@@ -91,19 +107,20 @@ def load_sweep(path: Path | str) -> Sweep:
     options = data.get("options", {})
     if not isinstance(axes, dict) or not isinstance(options, dict):
         raise SweepError(f"--sweep: {p}: [axes] and [options] must be tables")
-    bad_opts = sorted(set(options) - OPTION_KEYS)
+    option_keys = RunRequest.sweep_keys("options")
+    bad_opts = sorted(set(options) - set(option_keys))
     if bad_opts:
-        raise SweepError(f"--sweep: {p}: unknown option(s) {bad_opts}; expected {sorted(OPTION_KEYS)}")
-    lists = {name: _as_list(name, value) for name, value in axes.items()}
-    grid = {k: [str(v) for v in lists.pop(k)] for k in GRID_AXES if k in lists}
+        raise SweepError(f"--sweep: {p}: unknown option(s) {bad_opts}; expected {sorted(option_keys)}")
+    grid = {name: _axis(name, value) for name, value in axes.items()}
+    lists = {k: [str(v) for v in grid.pop(k)] for k in ("mode", "precision", "checkpointing") if k in grid}
     return Sweep(
         path=p,
         scenario=scenario,
         preset=data.get("preset"),
         device=data.get("device"),
-        modes=grid.get("mode"),
-        precisions=grid.get("precision"),
-        checkpointing=grid.get("checkpointing"),
-        params=lists,
+        modes=lists.get("mode"),
+        precisions=lists.get("precision"),
+        checkpointing=lists.get("checkpointing"),
+        params=grid,
         options=dict(options),
     )

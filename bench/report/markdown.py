@@ -1,6 +1,6 @@
 """Markdown reports from result CSVs: one table per file, the columns an engineer reads first.
 
-    python -m bench.report results/gpu/*.csv --out reports/gpu/report.md --title "H200 truth run"
+    dlbench report results/gpu/*.csv -o reports/gpu --title "H200 truth run"   # writes summary.md
 
 Every figure is read from the CSV rows (no re-measuring); failed and skipped rows are listed with
 their reason so a report never hides a configuration that did not run.
@@ -8,25 +8,13 @@ their reason so a report never hides a configuration that did not run.
 
 from __future__ import annotations
 
-import argparse
 import json
-import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from bench.report.format import MIB, fmt, is_missing, ratio
 from bench.results import PARAM_PREFIX, load_results
-
-MIB = 1024 * 1024
-
-
-def _fmt(value: Any, spec: str = ".3g") -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return ""
-    try:
-        return format(float(value), spec)
-    except (TypeError, ValueError):
-        return str(value)
 
 
 def _varying_params(df: Any) -> list[str]:
@@ -51,33 +39,22 @@ def table_for(df: Any) -> str:
         cells.append(status)
         if r["status"] == "ok":
             cells.append(
-                f"{_fmt(r['time_median_ms'], '.4g')} [{_fmt(r['time_ci_low_ms'], '.4g')}, "
-                f"{_fmt(r['time_ci_high_ms'], '.4g')}]"
+                f"{fmt(r['time_median_ms'], '.4g')} [{fmt(r['time_ci_low_ms'], '.4g')}, "
+                f"{fmt(r['time_ci_high_ms'], '.4g')}]"
             )
-            cells.append(f"{_fmt(r['throughput'], '.4g')} {r['throughput_unit']}")
-            cells.append(_fmt(r["achieved_tflops"]))
-            cells.append(_fmt(r["mfu"], ".1%") if not _missing(r["mfu"]) else "")
-            cells.append(_fmt(_div(r["peak_mem_bytes"], MIB), ".1f"))
+            cells.append(f"{fmt(r['throughput'], '.4g')} {r['throughput_unit']}")
+            cells.append(fmt(r["achieved_tflops"]))
+            cells.append(fmt(r["mfu"], ".1%") if not is_missing(r["mfu"]) else "")
+            cells.append(fmt(ratio(r["peak_mem_bytes"], MIB), ".1f"))
             state = sum(
-                0 if _missing(r[c]) else float(r[c])
+                0 if is_missing(r[c]) else float(r[c])
                 for c in ("mem_params_bytes", "mem_grads_bytes", "mem_optimizer_bytes")
             )
-            cells.append(_fmt(state / MIB, ".1f"))
+            cells.append(fmt(state / MIB, ".1f"))
         else:
             cells += ["", "", "", "", "", ""]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
-
-
-def _missing(value: Any) -> bool:
-    try:
-        return value is None or math.isnan(float(value))
-    except (TypeError, ValueError):
-        return True
-
-
-def _div(a: Any, b: float) -> float | None:
-    return None if _missing(a) else float(a) / b
 
 
 def failures(df: Any) -> list[str]:
@@ -88,11 +65,7 @@ def failures(df: Any) -> list[str]:
 def environment(df: Any) -> str:
     r = df.iloc[0]
     keys = ("device_name", "torch_version", "cuda_version", "gpu_driver", "git_commit", "threads", "hostname")
-    return ", ".join(f"{k}={r[k]}" for k in keys if k in df.columns and not _missing_str(r[k]))
-
-
-def _missing_str(v: Any) -> bool:
-    return v is None or (isinstance(v, float) and math.isnan(v)) or str(v) == ""
+    return ", ".join(f"{k}={r[k]}" for k in keys if k in df.columns and not is_missing(r[k]))
 
 
 def markdown_report(paths: Sequence[Path | str], title: str = "dlbench report") -> str:
@@ -113,7 +86,7 @@ def markdown_report(paths: Sequence[Path | str], title: str = "dlbench report") 
 def extra_of(row: Any) -> dict[str, Any]:
     """The row's ``extra`` column (JSON) as a dict; {} when empty."""
     raw = row.get("extra") if hasattr(row, "get") else None
-    if _missing_str(raw):
+    if is_missing(raw):
         return {}
     try:
         value = json.loads(str(raw))
@@ -127,20 +100,3 @@ def write_report(paths: Sequence[Path | str], out: Path | str, title: str = "dlb
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(markdown_report(paths, title) + "\n", encoding="utf-8")
     return out
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("csv", nargs="+", type=Path, help="result CSVs written by dlbench run")
-    ap.add_argument("--out", type=Path, default=Path("reports/report.md"), help="markdown file to write")
-    ap.add_argument("--title", default="dlbench report")
-    args = ap.parse_args(argv)
-    missing = [str(p) for p in args.csv if not p.is_file()]
-    if missing:
-        ap.error(f"csv: no such file(s): {missing}")
-    print(write_report(args.csv, args.out, args.title))
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -1,11 +1,12 @@
-"""The child process that measures one configuration: ``python -m bench.child REQUEST.json RESULT.json``.
+"""The child process that measures one configuration: ``python -m bench.run.child REQUEST.json RESULT.json``.
 
 The runner starts one child per configuration so that a segfault, ``os.abort()``, an OOM kill or a
 hang takes down only the child. The child reads the request (configuration and measuring options),
 measures, and writes its result as JSON (written to a temporary name, then renamed, so the parent
 never reads half a file):
 
-    {"status": "ok" | "oom" | "error", "reason": "...", "measurement": {...} | null}
+    request: {"config": RunConfig.to_json(), "request": RunRequest.to_dict(), "device_name": ...}
+    result:  {"status": "ok" | "oom" | "error", "reason": "...", "measurement": Measurement.to_dict() | null}
 
 Python-level failures become a result (``torch.OutOfMemoryError`` or a CPU allocation failure ->
 ``oom``, anything else -> ``error`` with the exception, traceback on stderr). Anything that kills
@@ -22,7 +23,7 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-CHILD_ENV_VAR = "DLBENCH_CHILD"
+from bench.registry import CHILD_ENV_VAR
 
 
 def _die_with_parent(parent_pid: int | None) -> None:
@@ -54,22 +55,14 @@ def is_oom(exc: BaseException) -> bool:
 
 def run_request(request: dict[str, Any]) -> dict[str, Any]:
     """Measure the configuration of a request; a Python exception becomes an oom/error result."""
-    from bench.measure import MeasureOptions, measure
+    from bench.run.grid import RunConfig
+    from bench.run.measure import measure
+    from bench.run.request import RunRequest
 
-    cfg = request["config"]
     try:
+        cfg = RunConfig.from_json(request["config"])
         m = measure(
-            scenario=cfg["scenario"],
-            mode=cfg["mode"],
-            precision=cfg["precision"],
-            checkpointing=cfg["checkpointing"],
-            device=cfg["device"],
-            params=dict(cfg["params"]),
-            preset=cfg.get("preset", "default"),
-            seed=int(cfg.get("seed", 0)),
-            channels_last=bool(cfg.get("channels_last", False)),
-            device_name=request.get("device_name"),
-            options=MeasureOptions(**request.get("options", {})),
+            cfg, RunRequest.from_dict(request.get("request", {})), device_name=request.get("device_name")
         )
     except Exception as exc:
         traceback.print_exc()
@@ -87,10 +80,10 @@ def write_result(path: Path | str, result: dict[str, Any]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of ``python -m bench.child REQUEST.json RESULT.json``."""
+    """Entry point of ``python -m bench.run.child REQUEST.json RESULT.json``."""
     args = sys.argv[1:] if argv is None else argv
     if len(args) != 2:
-        print("usage: python -m bench.child REQUEST.json RESULT.json", file=sys.stderr)
+        print("usage: python -m bench.run.child REQUEST.json RESULT.json", file=sys.stderr)
         return 2
     request = json.loads(Path(args[0]).read_text(encoding="utf-8"))
     os.environ[CHILD_ENV_VAR] = "1"

@@ -1,0 +1,326 @@
+"""The results schema: one column table that writing, loading, docs, compare and the gate read.
+
+One row per configuration. The column set of a file is fixed when its header is written:
+
+    CORE_COLUMNS  (fixed, ordered; ``schema_version`` first)
+    ENV_COLUMNS   (the ``bench.harness.env.env_fingerprint`` keys not already in the core)
+    param_<name>  (the scenario's config fields, in dataclass order; ``batch_size`` is a core column)
+
+``COLUMN_TYPES`` gives each core and environment column its type (int, float, bool, str, json);
+``load_results`` and ``results/README.md`` (a test compares them) follow it. ``build_row`` turns a
+configuration and its typed measurement into a row, here beside the table it fills.
+
+Torch-free and rich-free: compare and the gate load this without paying for torch.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import math
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
+
+SCHEMA_VERSION = 1
+STATUSES: tuple[str, ...] = ("ok", "skipped", "oom", "error", "timeout")
+FAILED_STATUSES: frozenset[str] = frozenset({"oom", "error", "timeout"})
+PARAM_PREFIX = "param_"
+MAX_REASON_CHARS = 600
+
+# The order of the first block is the documented contract (results/README.md); the rest follows it.
+CORE_COLUMNS: tuple[str, ...] = (
+    "schema_version",
+    "run_id",
+    "timestamp",
+    "scenario",
+    "mode",
+    "precision",
+    "checkpointing",
+    "parallel",
+    "world_size",
+    "batch_size",
+    "device",
+    "device_name",
+    "torch_version",
+    "git_commit",
+    "status",
+    "reason",
+    "n_samples",
+    "time_median_ms",
+    "time_ci_low_ms",
+    "time_ci_high_ms",
+    "time_iqr_ms",
+    "throughput",
+    "throughput_unit",
+    "flops_per_step",
+    "achieved_tflops",
+    "peak_tflops_measured",
+    "mfu",
+    "peak_mem_bytes",
+    "mem_fwd_peak_bytes",
+    "mem_bwd_peak_bytes",
+    "mem_opt_peak_bytes",
+    "mem_params_bytes",
+    "mem_grads_bytes",
+    "mem_optimizer_bytes",
+    "mem_activations_bytes",
+    # --- beyond the minimum ---
+    "mem_buffers_bytes",
+    "mem_inputs_bytes",
+    "time_cv",
+    "noisy",
+    "stop_reason",
+    "preset",
+    "peak_tflops_datasheet",
+    "mfu_datasheet",
+    "cuda_reserved_peak_bytes",
+    "peak_rss_bytes",
+    "mem_method",
+    "items_per_step",
+    "seed",
+    "channels_last",
+    "timeout_s",
+    "target_rel_ci",
+    "max_time_s",
+    "elapsed_s",
+    "config_key",
+    "extra",
+)
+
+# env_fingerprint keys that are not core columns; unknown keys from a newer harness go into ``extra``.
+ENV_COLUMNS: tuple[str, ...] = (
+    "python_version",
+    "os",
+    "hostname",
+    "cpu_model",
+    "cpu_count",
+    "threads",
+    "cuda_version",
+    "cudnn_version",
+    "gpu_driver",
+    "gpu_clock_sm_mhz",
+    "gpu_clock_mem_mhz",
+    "gpu_count",
+    "allow_tf32",
+)
+
+_STR = ("run_id", "timestamp", "scenario", "mode", "precision", "checkpointing", "parallel", "device",
+        "device_name", "torch_version", "git_commit", "status", "reason", "throughput_unit", "stop_reason",
+        "preset", "mem_method", "config_key", "python_version", "os", "hostname", "cpu_model",
+        "cuda_version", "cudnn_version", "gpu_driver")  # fmt: skip
+_BOOL = ("noisy", "channels_last", "allow_tf32")
+_INT = ("schema_version", "world_size", "batch_size", "n_samples", "flops_per_step", "items_per_step", "seed",
+        "cpu_count", "threads", "gpu_count", "gpu_clock_sm_mhz", "gpu_clock_mem_mhz")  # fmt: skip
+
+# Type of every core and environment column: "str", "int" (bytes, FLOPs, counts), "float", "bool",
+# or "json" (an object). Parameter columns take the type of their config field.
+COLUMN_TYPES: dict[str, str] = {
+    c: (
+        "json"
+        if c == "extra"
+        else "bool"
+        if c in _BOOL
+        else "int"
+        if c in _INT or c.endswith("_bytes")
+        else "str"
+        if c in _STR
+        else "float"
+    )
+    for c in CORE_COLUMNS + ENV_COLUMNS
+}
+INT_COLUMNS: tuple[str, ...] = tuple(c for c, t in COLUMN_TYPES.items() if t == "int")
+BOOL_COLUMNS: tuple[str, ...] = tuple(c for c, t in COLUMN_TYPES.items() if t == "bool")
+
+# Columns filled only by a successful measurement; failed and skipped rows leave them empty.
+# Each is read off the typed measurement (``bench.run.measure.Measurement``) by its getter.
+_MEMORY_COLUMNS = (
+    "peak_mem_bytes", "mem_fwd_peak_bytes", "mem_bwd_peak_bytes", "mem_opt_peak_bytes", "mem_params_bytes",
+    "mem_grads_bytes", "mem_optimizer_bytes", "mem_activations_bytes", "mem_buffers_bytes",
+    "mem_inputs_bytes", "cuda_reserved_peak_bytes", "peak_rss_bytes",
+)  # fmt: skip
+_FLOP_COLUMNS = (
+    "flops_per_step", "achieved_tflops", "peak_tflops_measured", "mfu",
+    "peak_tflops_datasheet", "mfu_datasheet",
+)  # fmt: skip
+
+
+def _throughput(m: Any) -> float | None:
+    median_s = m.timing.median_ms / 1e3
+    return m.items_per_step / median_s if median_s > 0 else None
+
+
+def _memory_getter(col: str) -> Callable[[Any], Any]:
+    return lambda m: getattr(m.memory, col) if m.memory is not None else None
+
+
+def _attr_getter(col: str) -> Callable[[Any], Any]:
+    return lambda m: getattr(m, col)
+
+
+MEASUREMENT_GETTERS: dict[str, Callable[[Any], Any]] = {
+    "n_samples": lambda m: m.timing.n,
+    "time_median_ms": lambda m: m.timing.median_ms,
+    "time_ci_low_ms": lambda m: m.timing.ci_low_ms,
+    "time_ci_high_ms": lambda m: m.timing.ci_high_ms,
+    "time_iqr_ms": lambda m: m.timing.iqr_ms,
+    "time_cv": lambda m: m.timing.cv,
+    "noisy": lambda m: bool(m.timing.noisy),
+    "stop_reason": lambda m: m.timing.stop_reason,
+    "items_per_step": lambda m: m.items_per_step,
+    "throughput": _throughput,
+    "throughput_unit": lambda m: f"{m.unit}/s",
+    "mem_method": lambda m: m.memory.method if m.memory is not None else None,
+    **{c: _memory_getter(c) for c in _MEMORY_COLUMNS},
+    **{c: _attr_getter(c) for c in _FLOP_COLUMNS},
+}
+MEASUREMENT_COLUMNS: tuple[str, ...] = tuple(c for c in CORE_COLUMNS if c in MEASUREMENT_GETTERS)
+
+
+class SchemaMismatchError(ValueError):
+    """A row or a file does not match the column set it is being written with."""
+
+
+def param_column(name: str) -> str:
+    """CSV column of a scenario parameter: ``batch_size`` stays as is, the others get ``param_``."""
+    return name if name == "batch_size" else f"{PARAM_PREFIX}{name}"
+
+
+def columns_for(param_names: Iterable[str]) -> list[str]:
+    """The full ordered column list of a file holding a scenario with these parameters."""
+    cols = list(CORE_COLUMNS) + list(ENV_COLUMNS)
+    for name in param_names:
+        col = param_column(name)
+        if col not in cols:
+            cols.append(col)
+    return cols
+
+
+def _key_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float) and value.is_integer():
+        return repr(value)
+    return str(value)
+
+
+def config_key(
+    *,
+    scenario: str,
+    mode: str,
+    precision: str,
+    checkpointing: str,
+    device: str,
+    params: Mapping[str, Any],
+    channels_last: bool = False,
+    seed: int = 0,
+) -> str:
+    """Identity of a configuration for ``--resume``: what was measured, not how long or when.
+
+    Example: ``attention|train|amp-bf16|none|cpu|cl=false|seed=0|batch_size=4,causal=false,seq_len=256``.
+    The seed is part of it (a run with another ``--seed`` builds other weights and data).
+    """
+    p = ",".join(f"{k}={_key_value(params[k])}" for k in sorted(params))
+    cl = "true" if channels_last else "false"
+    return f"{scenario}|{mode}|{precision}|{checkpointing}|{device}|cl={cl}|seed={int(seed)}|{p}"
+
+
+def _with_seed(key: str, seed: Any) -> str:
+    """A key written before the seed was part of it, with the row's ``seed`` column put in."""
+    parts = key.split("|", 6)
+    if len(parts) < 6 or not parts[5].startswith("cl=") or (len(parts) == 7 and parts[6].startswith("seed=")):
+        return key
+    try:
+        s = int(seed) if str(seed).strip() else 0
+    except ValueError:
+        return key
+    parts.insert(6, f"seed={s}")
+    return "|".join(parts)
+
+
+def format_cell(value: Any) -> str:
+    """One CSV cell: empty for None/NaN, JSON for containers, one line for text."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "True" if value else "False"
+    if isinstance(value, float):
+        return "" if math.isnan(value) else repr(value)
+    if isinstance(value, dict | list | tuple):
+        return json.dumps(value, sort_keys=True, default=str)
+    text = str(value)
+    return " | ".join(line.strip() for line in text.splitlines() if line.strip()) if "\n" in text else text
+
+
+def one_line(text: str, limit: int = MAX_REASON_CHARS) -> str:
+    """A reason fit for a CSV cell: one line, at most ``limit`` characters."""
+    flat = format_cell(text)
+    return flat if len(flat) <= limit else flat[: limit - 3] + "..."
+
+
+def build_row(
+    cfg: Any,
+    outcome: Any,
+    *,
+    run_id: str,
+    env: Mapping[str, Any],
+    request: Any,
+    columns: Sequence[str],
+) -> dict[str, Any]:
+    """The results row of one configuration (failed rows keep config and env, no measurements).
+
+    ``cfg`` is a ``bench.run.grid.RunConfig``, ``outcome`` a ``bench.run.execute.Outcome`` whose
+    ``measurement`` (when ok) is a typed ``Measurement``, ``request`` the ``RunRequest``.
+    """
+    colset = set(columns)
+    extra: dict[str, Any] = {}
+    row: dict[str, Any] = {
+        "schema_version": SCHEMA_VERSION,
+        "run_id": run_id,
+        "timestamp": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+        "scenario": cfg.scenario,
+        "mode": cfg.mode,
+        "precision": cfg.precision,
+        "checkpointing": cfg.checkpointing,
+        "parallel": "none",
+        "world_size": 1,
+        "device": cfg.device,
+        "status": outcome.status,
+        "reason": one_line(outcome.reason),
+        "preset": cfg.preset,
+        "seed": cfg.seed,
+        "channels_last": cfg.channels_last,
+        "timeout_s": request.timeout_s,
+        "target_rel_ci": request.target_rel_ci,
+        "max_time_s": request.max_time_s,
+        "elapsed_s": round(outcome.elapsed_s, 3),
+        "config_key": cfg.key,
+    }
+    for k, v in env.items():
+        if k == "device":
+            continue  # the row's device is the configuration's
+        if k in colset:
+            row[k] = v
+        else:
+            extra[f"env.{k}"] = v
+    for name, value in cfg.params:
+        row[param_column(name)] = value
+    m = outcome.measurement
+    if outcome.status == "ok" and m is not None:
+        for col, get in MEASUREMENT_GETTERS.items():
+            row[col] = get(m)
+        extra.update(m.extra or {})
+    row["extra"] = extra or None
+    return row
+
+
+def samples_record(row: Mapping[str, Any], outcome: Any) -> dict[str, Any]:
+    """The sidecar record of a row: raw per-iteration samples and the full timing/memory results."""
+    m = outcome.measurement
+    timing = {k: v for k, v in m.timing.to_dict().items() if k != "samples_ms"} if m is not None else {}
+    return {
+        "scenario": row.get("scenario"),
+        "status": outcome.status,
+        "samples_ms": list(m.timing.samples_ms) if m is not None else [],
+        "timing": timing,
+        "memory": m.memory.to_dict() if m is not None and m.memory is not None else None,
+    }

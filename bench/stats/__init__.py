@@ -1,0 +1,9 @@
+"""Torch-free statistics: the CI of the median here; comparison statistics beside it.
+
+Nothing under ``bench.stats`` imports torch or rich (tests/test_layers.py checks it), so compare and
+the regression gate load in a fraction of a second.
+"""
+
+from bench.stats.median import median_ci, order_stat_ranks
+
+__all__ = ["median_ci", "order_stat_ranks"]
