@@ -172,7 +172,7 @@ def execute_plan(plan: RunPlan, *, progress: bool | Progress = True) -> RunSumma
     passes ``bench.console.RunProgress``, a rich progress bar).
     """
     env_fp = env(plan.device)
-    run_id = new_run_id()
+    run_id = plan.run_id or new_run_id()
     varying = varying_params(plan.configs)
     on_start: Callable[[int, RunConfig], None] | None = None
     on_done: Callable[[int, RunConfig, dict[str, Any] | None], None] | None = None
@@ -201,6 +201,7 @@ def execute_plan(plan: RunPlan, *, progress: bool | Progress = True) -> RunSumma
             on_done=on_done,
         )
     finally:
+        plan.writer.unlock()
         if bar is not None:
             bar.__exit__(None, None, None)
     return RunSummary(

@@ -91,17 +91,28 @@ def test_bad_usage_exits_2_naming_the_problem(args, needle, tmp_path):
 def test_width_zero_is_accepted_where_it_is_the_default(tmp_path) -> None:
     # resnet's width defaults to 0 ("as the arch defines"); the default preset sets 32, and
     # impl=timm needs width=0, so `--width 0` must pass validation.
+    import importlib.util
+
     from bench import api
 
+    impls = "dlcore,timm" if importlib.util.find_spec("timm") else "dlcore"
     plan = api.plan_run(
         "resnet",
-        params={"width": "0", "impl": "dlcore,timm"},
+        params={"width": "0", "impl": impls},
         device="cpu",
         out=tmp_path / "x.csv",
         modes="forward",
     )
-    assert {c.params_dict["impl"] for c in plan.configs} == {"dlcore", "timm"}
+    assert {c.params_dict["impl"] for c in plan.configs} == set(impls.split(","))
     assert {c.params_dict["width"] for c in plan.configs} == {0}
+    plan.writer.unlock()
+
+
+@pytest.mark.skipif(__import__("importlib").util.find_spec("timm") is not None, reason="timm is installed")
+def test_missing_optional_package_exits_2_before_any_work(tmp_path) -> None:
+    r = invoke("run", "resnet", "-p", "impl=timm", "--width", "0", "--out", str(tmp_path / "x.csv"))
+    assert r.exit_code == 2 and "needs the timm package" in r.output
+    assert not (tmp_path / "x.csv").exists()
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")

@@ -128,6 +128,7 @@ def run_cmd(
     """Measure a scenario over a grid of configurations; one CSV row per configuration."""
     from bench.api import UsageError, execute_plan, parse_assignments, plan_run, varying_params
     from bench.console import RunProgress, print_summary
+    from bench.results import ResultsWriteError
 
     try:
         params: dict[str, Any] = dict(parse_assignments(param or []))
@@ -139,6 +140,12 @@ def run_cmd(
             ("depth", depth),
         ):
             if value is not None:
+                if name in params:
+                    flag = "--" + name.replace("_", "-")
+                    raise UsageError(
+                        f"{name}: given twice ({flag} {value} and -p {name}={','.join(params[name])}); "
+                        "give one of them (a comma list is a grid axis)"
+                    )
                 params[name] = value  # a comma list, split by the API
         plan = plan_run(
             scenario,
@@ -167,5 +174,8 @@ def run_cmd(
     except KeyboardInterrupt:
         typer.secho("interrupted: finished rows are in the CSV; rerun with --resume to go on", err=True)
         raise typer.Exit(130) from None
+    except ResultsWriteError as exc:
+        typer.secho(f"Error: {exc.strerror}; every row written before is kept", err=True, fg=typer.colors.RED)
+        raise typer.Exit(1) from None
     print_summary(summary)
     raise typer.Exit(summary.exit_code)

@@ -19,8 +19,10 @@ far it is from what this card, clock and driver really deliver.
 from __future__ import annotations
 
 import json
+import math
 import os
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -107,24 +109,91 @@ def cache_ttl_s() -> float:
     A peak measured while the machine was busy is too low and inflates every MFU computed from it,
     so no figure is trusted forever.
     """
-    raw = os.environ.get("DLBENCH_PEAK_TTL_S", "")
+    raw = os.environ.get("DLBENCH_PEAK_TTL_S", "").strip()
+    if not raw:
+        return DEFAULT_CACHE_TTL_S
     try:
-        return float(raw) if raw else DEFAULT_CACHE_TTL_S
+        value = float(raw)
     except ValueError:
-        raise ValueError(f"DLBENCH_PEAK_TTL_S: expected seconds as a number, got {raw!r}") from None
+        value = math.nan
+    if not math.isfinite(value) or value < 0:
+        raise ValueError(f"DLBENCH_PEAK_TTL_S: expected seconds as a number >= 0, got {raw!r}")
+    return value
+
+
+def read_cache(path: Path | None = None) -> dict[str, Any]:
+    """The peak cache's valid entries; a corrupt cache is advisory: ignored with one warning.
+
+    Corrupt means: not JSON, JSON that is not an object, or entries without a finite positive
+    ``value`` and a numeric ``measured_at_unix``. Such entries are dropped (and the file is
+    rewritten without them the next time a peak is measured), so they never empty an MFU.
+    """
+    path = path or _cache_path()
+    if not path.exists():
+        return {}
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        _warn_once(
+            f"peak cache {path} is unreadable ({type(exc).__name__}); ignoring it, it will be rewritten"
+        )
+        return {}
+    if not isinstance(data, dict):
+        _warn_once(f"peak cache {path} holds {type(data).__name__}, not an object; ignoring it")
+        return {}
+    good: dict[str, Any] = {}
+    for key, entry in data.items():
+        try:
+            value, at = float(entry["value"]), float(entry["measured_at_unix"])
+        except (TypeError, KeyError, ValueError):
+            continue
+        if math.isfinite(value) and value > 0 and math.isfinite(at):
+            good[key] = entry
+    if len(good) != len(data):
+        _warn_once(f"peak cache {path}: {len(data) - len(good)} malformed entr(y/ies) ignored")
+    return good
+
+
+def repair_cache(path: Path | None = None) -> bool:
+    """Rewrite a corrupt peak cache with only its valid entries (one warning); True if it was rewritten."""
+    path = path or _cache_path()
+    if not path.exists():
+        return False
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        raw = None
+    good = read_cache(path)
+    if raw == good:
+        return False
+    _write_cache(path, good)
+    return True
+
+
+def _write_cache(path: Path, data: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
+    tmp.replace(path)  # atomic: concurrent runs never read a half-written file
+
+
+_WARNED: set[str] = set()
+
+
+def _warn_once(message: str) -> None:
+    if message not in _WARNED:
+        _WARNED.add(message)
+        warnings.warn(message, RuntimeWarning, stacklevel=3)
 
 
 def _cached(key: str, cache: bool, measure: Callable[[], float]) -> float:
     path = _cache_path()
     data: dict[str, Any] = {}
-    if cache and path.exists():
-        try:
-            data = json.loads(path.read_text())
-        except (OSError, ValueError):
-            data = {}
+    if cache:
+        data = read_cache(path)
         entry = data.get(key)
-        if isinstance(entry, dict):
-            age_s = time.time() - float(entry.get("measured_at_unix", 0.0))
+        if entry is not None:
+            age_s = time.time() - float(entry["measured_at_unix"])
             if age_s < cache_ttl_s():
                 return float(entry["value"])
     value = measure()
@@ -134,10 +203,7 @@ def _cached(key: str, cache: bool, measure: Callable[[], float]) -> float:
             "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
             "measured_at_unix": time.time(),
         }
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
-        tmp.replace(path)  # atomic: concurrent runs never read a half-written file
+        _write_cache(path, data)
     return value
 
 

@@ -17,6 +17,7 @@ from typing import Any
 from bench import results
 from bench.errors import UsageError
 from bench.registry import ScenarioSpec, get_scenario
+from bench.run.execute import new_run_id
 from bench.run.grid import RunConfig, expand_grid
 from bench.run.request import RunRequest
 from bench.run.sweep import load_sweep
@@ -30,6 +31,7 @@ class RunPlan:
     configs: list[RunConfig]
     writer: results.ResultsWriter
     request: RunRequest  # device and precisions resolved
+    run_id: str = ""
 
     @property
     def device(self) -> str:
@@ -81,11 +83,34 @@ def _open_writer(spec: ScenarioSpec, out: Path) -> results.ResultsWriter:
     if out.exists() and out.is_dir():
         raise UsageError(f"--out: {out} is a directory; give a file name such as {out / 'results.csv'}")
     try:
-        return results.ResultsWriter(out, columns)
-    except results.SchemaMismatchError as exc:
+        writer = results.ResultsWriter(out, columns)
+    except (results.SchemaMismatchError, results.ResultsFileError) as exc:
         raise UsageError(f"--out: {exc}") from None
     except OSError as exc:
-        raise UsageError(f"--out: cannot write {out}: {exc.strerror or exc}") from None
+        where = exc.filename or out
+        raise UsageError(f"--out: cannot write {where}: {exc.strerror or exc}") from None
+    try:
+        writer.lock()
+    except results.ResultsLockedError as exc:
+        raise UsageError(f"--out: {exc}") from None
+    return writer
+
+
+def check_environment() -> None:
+    """The environment variables dlbench reads, parsed like any option (``UsageError`` if bad)."""
+    import os
+
+    from bench.constraints import Check, parse
+
+    raw = os.environ.get("DLBENCH_PEAK_TTL_S", "").strip()
+    if raw:
+        parse(float, "DLBENCH_PEAK_TTL_S (seconds)", raw, Check("nonneg"))
+    from bench.harness.peak import repair_cache
+
+    try:
+        repair_cache()  # a corrupt peak cache is advisory: one warning, rewritten with its valid entries
+    except OSError:
+        pass
 
 
 def make_request(
@@ -108,6 +133,7 @@ def plan_run(scenario: str | None = None, *, sweep: str | Path | None = None, **
     from bench.workload import preferred_amp
 
     req = make_request(scenario, sweep=sweep, **options)
+    check_environment()
     if req.scenario is None:
         raise UsageError("scenario: give a scenario name (see `dlbench list`) or --sweep FILE.toml")
     try:
@@ -142,6 +168,7 @@ def plan_run(scenario: str | None = None, *, sweep: str | Path | None = None, **
         )
     except (TypeError, ValueError) as exc:
         raise UsageError(f"{spec.name}: invalid configuration: {exc}") from None
+    run_id = new_run_id()
     if req.out is not None:
         out_path = req.out
     else:
@@ -152,5 +179,9 @@ def plan_run(scenario: str | None = None, *, sweep: str | Path | None = None, **
             if req.resume
             else None
         )
-        out_path = latest or results.default_out_path(spec.name, device, torch_version=torch.__version__)
-    return RunPlan(spec=spec, configs=configs, writer=_open_writer(spec, out_path), request=req)
+        out_path = latest or results.default_out_path(
+            spec.name, device, torch_version=torch.__version__, run_tag=run_id.rsplit("-", 1)[-1]
+        )
+    return RunPlan(
+        spec=spec, configs=configs, writer=_open_writer(spec, out_path), request=req, run_id=run_id
+    )

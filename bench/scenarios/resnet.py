@@ -13,6 +13,7 @@ input in NHWC memory format (applied by ``bench.workload.build_workload``).
 
 from __future__ import annotations
 
+import importlib.util
 from dataclasses import dataclass
 
 import torch
@@ -47,6 +48,8 @@ class ResNetConfig:
                 raise ValueError(
                     f"arch: unknown dlcore ResNet {self.arch!r}; expected one of {sorted(resnet_presets)}"
                 )
+        elif importlib.util.find_spec("timm") is None:  # an optional dependency, checked up front
+            raise ValueError("impl: 'timm' needs the timm package, which is not installed (pip install timm)")
         if self.impl == "timm" and self.width:
             raise ValueError(
                 "width: a base_width override applies to impl='dlcore' only; set width=0 with impl='timm'"
