@@ -50,6 +50,17 @@ _EXPORTS: dict[str, str] = {
     "cutmix_batch": "dlcore.augment.mix",
     "MixUp": "dlcore.augment.mix",
     "CutMix": "dlcore.augment.mix",
+    # parallelism applied from outside the model (parallel/dp.py, ddp.py, fsdp.py, pipeline.py, comm.py)
+    "wrap_dp": "dlcore.parallel.dp",
+    "wrap_ddp": "dlcore.parallel.ddp",
+    "wrap_fsdp": "dlcore.parallel.fsdp",
+    "split_encoder": "dlcore.parallel.pipeline",
+    "split_resnet": "dlcore.parallel.pipeline",
+    "build_pipeline": "dlcore.parallel.pipeline",
+    "Pipeline": "dlcore.parallel.pipeline",
+    "bubble_fraction": "dlcore.parallel.pipeline",
+    "comm_bytes_per_step": "dlcore.parallel.comm",
+    "pipeline_comm_bytes_per_step": "dlcore.parallel.comm",
 }
 
 __all__ = sorted(_EXPORTS) + ["__version__"]
