@@ -48,14 +48,14 @@ class ResNetConfig:
                 raise ValueError(
                     f"arch: unknown dlcore ResNet {self.arch!r}; expected one of {sorted(resnet_presets)}"
                 )
-        elif importlib.util.find_spec("timm") is None:  # an optional dependency, checked up front
-            raise ValueError("impl: 'timm' needs the timm package, which is not installed (pip install timm)")
         if self.impl == "timm" and self.width:
             raise ValueError(
                 "width: a base_width override applies to impl='dlcore' only; set width=0 with impl='timm'"
             )
         if self.image_size < 32:
             raise ValueError(f"image_size ({self.image_size}) must be >= 32 (the network downsamples 32x)")
+        if self.impl == "timm" and importlib.util.find_spec("timm") is None:  # optional, checked up front
+            raise ValueError("impl: 'timm' needs the timm package, which is not installed (pip install timm)")
 
 
 def _build_model(cfg: ResNetConfig, device: str) -> tuple[nn.Module, tuple[type[nn.Module], ...]]:
