@@ -40,7 +40,7 @@ def list_cmd(
 @app.command("env")
 def env_cmd(
     device: Annotated[
-        str | None, typer.Option("--device", help="cpu, cuda, cuda:N. [default: cuda if available]")
+        str | None, typer.Option("--device", help="cpu, cuda, cuda:N. \\[default: cuda if available]")
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
@@ -68,16 +68,16 @@ def run_cmd(
         str | None, typer.Argument(help="Scenario name (see `dlbench list`); optional with --sweep.")
     ] = None,
     mode: Annotated[
-        str | None, typer.Option("--mode", help="forward, train. [default: forward,train]")
+        str | None, typer.Option("--mode", help="forward, train. \\[default: forward,train]")
     ] = None,
     precision: Annotated[
-        str | None, typer.Option("--precision", help="fp32, amp-bf16, amp-fp16. [default: fp32]")
+        str | None, typer.Option("--precision", help="fp32, amp-bf16, amp-fp16. \\[default: fp32]")
     ] = None,
     amp: Annotated[
         bool, typer.Option("--amp", help="Add the device's preferred AMP (bf16 on CPU and Ampere+).")
     ] = False,
     checkpointing: Annotated[
-        str | None, typer.Option("--checkpointing", help="none, full. [default: none]")
+        str | None, typer.Option("--checkpointing", help="none, full. \\[default: none]")
     ] = None,
     batch_size: Annotated[
         str | None, typer.Option("--batch-size", help=f"batch_size parameter. {_LIST_HELP}")
@@ -92,31 +92,31 @@ def run_cmd(
         list[str] | None, typer.Option("--param", "-p", help=f"KEY=VALUE for any parameter. {_LIST_HELP}")
     ] = None,
     preset: Annotated[
-        str | None, typer.Option("--preset", help="tiny, default, large. [default: default]")
+        str | None, typer.Option("--preset", help="tiny, default, large. \\[default: default]")
     ] = None,
     device: Annotated[
-        str | None, typer.Option("--device", help="cpu, cuda, cuda:N. [default: cuda if available]")
+        str | None, typer.Option("--device", help="cpu, cuda, cuda:N. \\[default: cuda if available]")
     ] = None,
     sweep: Annotated[
         Path | None, typer.Option("--sweep", help="TOML sweep file (scenario, axes, options).")
     ] = None,
     out: Annotated[
-        Path | None, typer.Option("--out", help="CSV to append to. [default: results/<scenario>_...csv]")
+        Path | None, typer.Option("--out", help="CSV to append to. \\[default: results/<scenario>_...csv]")
     ] = None,
     resume: Annotated[
         bool, typer.Option("--resume", help="Skip configurations already in the output file.")
     ] = False,
     timeout: Annotated[
-        float | None, typer.Option("--timeout", help="Seconds per configuration. [default: 600]")
+        float | None, typer.Option("--timeout", help="Seconds per configuration. \\[default: 600]")
     ] = None,
     target_ci: Annotated[
-        float | None, typer.Option("--target-ci", help="Relative 95% CI target. [default: 0.02]")
+        float | None, typer.Option("--target-ci", help="Relative 95% CI target. \\[default: 0.02]")
     ] = None,
     max_time: Annotated[
-        float | None, typer.Option("--max-time", help="Seconds of timed steps per config. [default: 5]")
+        float | None, typer.Option("--max-time", help="Seconds of timed steps per config. \\[default: 5]")
     ] = None,
     seed: Annotated[
-        int | None, typer.Option("--seed", help="Seed for building workloads. [default: 0]")
+        int | None, typer.Option("--seed", help="Seed for building workloads. \\[default: 0]")
     ] = None,
     no_isolation: Annotated[
         bool, typer.Option("--no-isolation", help="Run in this process (debugging).")
@@ -124,6 +124,74 @@ def run_cmd(
     channels_last: Annotated[
         bool, typer.Option("--channels-last", help="channels_last model and 4-D inputs.")
     ] = False,
+    repeat: Annotated[
+        int | None,
+        typer.Option(
+            "--repeat",
+            help="Independent processes per configuration, round-robin over the grid; the CI then "
+            "covers the drift between processes. \\[default: 1]",
+        ),
+    ] = None,
+    parallel: Annotated[
+        str | None,
+        typer.Option(
+            "--parallel",
+            help="none, dp, ddp, fsdp, pipeline: a grid axis. Each strategy other than none is one torchrun "
+            "job of --nproc processes per node (dp: one process driving --nproc GPUs). --batch-size is the "
+            "GLOBAL batch of a step: ddp/fsdp ranks each take batch_size/world_size, dp scatters it, a "
+            "pipeline cuts it into --microbatches; time is the slowest rank's, memory the most loaded "
+            "rank's. \\[default: none]",
+        ),
+    ] = None,
+    nproc: Annotated[
+        int | None,
+        typer.Option(
+            "--nproc",
+            help="Processes (ranks) per node for ddp/fsdp/pipeline (torchrun --nproc-per-node; on CUDA one "
+            "GPU each), GPUs for dp. none always runs one process. \\[default: 2]",
+        ),
+    ] = None,
+    microbatches: Annotated[
+        int | None,
+        typer.Option(
+            "--microbatches",
+            help="Pipeline micro-batches per step (must divide the global batch; 1f1b needs >= stages). "
+            "0: the largest divisor of the batch that is <= max(4, stages). \\[default: 0]",
+        ),
+    ] = None,
+    pipeline_schedule: Annotated[
+        str | None,
+        typer.Option("--pipeline-schedule", help=f"gpipe, 1f1b. {_LIST_HELP} \\[default: gpipe]"),
+    ] = None,
+    nnodes: Annotated[
+        int | None,
+        typer.Option(
+            "--nnodes",
+            help="Nodes of each torchrun job; run the same command on every node with its own "
+            "--node-rank. \\[default: 1]",
+        ),
+    ] = None,
+    node_rank: Annotated[
+        int | None,
+        typer.Option(
+            "--node-rank", help="This node's rank, 0..nnodes-1 (0 hosts the rendezvous). \\[default: 0]"
+        ),
+    ] = None,
+    rdzv_endpoint: Annotated[
+        str | None,
+        typer.Option(
+            "--rdzv-endpoint",
+            help="HOST:PORT of the rendezvous, node 0's address, the same on every node; required with "
+            "--nnodes > 1. \\[default: 127.0.0.1 and a free port, one node]",
+        ),
+    ] = None,
+    rdzv_backend: Annotated[
+        str | None,
+        typer.Option(
+            "--rdzv-backend",
+            help="torchrun rendezvous backend: c10d, static, etcd, etcd-v2. \\[default: c10d]",
+        ),
+    ] = None,
 ) -> None:
     """Measure a scenario over a grid of configurations; one CSV row per configuration."""
     from bench.api import UsageError, execute_plan, parse_assignments, plan_run, varying_params
@@ -165,6 +233,15 @@ def run_cmd(
             seed=seed,
             isolation=False if no_isolation else None,
             channels_last=channels_last or None,
+            repeat=repeat,
+            parallel=parallel,
+            nproc=nproc,
+            microbatches=microbatches,
+            pipeline_schedule=pipeline_schedule,
+            nnodes=nnodes,
+            node_rank=node_rank,
+            rdzv_endpoint=rdzv_endpoint,
+            rdzv_backend=rdzv_backend,
         )
     except UsageError as exc:
         raise usage_error(str(exc)) from None

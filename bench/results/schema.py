@@ -85,6 +85,20 @@ CORE_COLUMNS: tuple[str, ...] = (
     "elapsed_s",
     "config_key",
     "extra",
+    # --- added after schema 1's first release: new columns go here, at the end ---
+    "ci_covers",
+    "repeats",
+    "noise_other_cpu_pct",
+    "noise_steal_pct",
+    # parallel scenarios (bench.run.launch): the job's shape and its job-level figures
+    "nnodes",
+    "microbatches",
+    "pipeline_schedule",
+    "job_throughput",
+    "scaling_efficiency",
+    "max_rank_peak_mem_bytes",
+    "bubble_fraction",
+    "comm_bytes_per_step",
 )
 
 # env_fingerprint keys that are not core columns; unknown keys from a newer harness go into ``extra``.
@@ -107,10 +121,11 @@ ENV_COLUMNS: tuple[str, ...] = (
 _STR = ("run_id", "timestamp", "scenario", "mode", "precision", "checkpointing", "parallel", "device",
         "device_name", "torch_version", "git_commit", "status", "reason", "throughput_unit", "stop_reason",
         "preset", "mem_method", "config_key", "python_version", "os", "hostname", "cpu_model",
-        "cuda_version", "cudnn_version", "gpu_driver")  # fmt: skip
+        "cuda_version", "cudnn_version", "gpu_driver", "ci_covers", "pipeline_schedule")  # fmt: skip
 _BOOL = ("noisy", "channels_last", "allow_tf32")
 _INT = ("schema_version", "world_size", "batch_size", "n_samples", "flops_per_step", "items_per_step", "seed",
-        "cpu_count", "threads", "gpu_count", "gpu_clock_sm_mhz", "gpu_clock_mem_mhz")  # fmt: skip
+        "cpu_count", "threads", "gpu_count", "gpu_clock_sm_mhz", "gpu_clock_mem_mhz", "repeats", "nnodes",
+        "microbatches", "comm_bytes_per_step")  # fmt: skip
 
 # Type of every core and environment column: "str", "int" (bytes, FLOPs, counts), "float", "bool",
 # or "json" (an object). Parameter columns take the type of their config field.
@@ -154,7 +169,7 @@ def _memory_getter(col: str) -> Callable[[Any], Any]:
 
 
 def _attr_getter(col: str) -> Callable[[Any], Any]:
-    return lambda m: getattr(m, col)
+    return lambda m: getattr(m, col, None)
 
 
 MEASUREMENT_GETTERS: dict[str, Callable[[Any], Any]] = {
@@ -164,7 +179,12 @@ MEASUREMENT_GETTERS: dict[str, Callable[[Any], Any]] = {
     "time_ci_high_ms": lambda m: m.timing.ci_high_ms,
     "time_iqr_ms": lambda m: m.timing.iqr_ms,
     "time_cv": lambda m: m.timing.cv,
-    "noisy": lambda m: bool(m.timing.noisy),
+    # noisy: the timing's own criteria, or the noise sentinel saw a busy machine (Measurement.machine_busy)
+    "noisy": lambda m: bool(m.timing.noisy) or bool(getattr(m, "machine_busy", False)),
+    # which noise the row's CI covers: one process (R=1) or the spread between R processes
+    "ci_covers": lambda m: getattr(m.timing, "ci_covers", "within-process"),
+    "noise_other_cpu_pct": lambda m: getattr(m, "noise_other_cpu_pct", None),
+    "noise_steal_pct": lambda m: getattr(m, "noise_steal_pct", None),
     "stop_reason": lambda m: m.timing.stop_reason,
     "items_per_step": lambda m: m.items_per_step,
     "throughput": _throughput,
@@ -173,6 +193,10 @@ MEASUREMENT_GETTERS: dict[str, Callable[[Any], Any]] = {
     **{c: _memory_getter(c) for c in _MEMORY_COLUMNS},
     **{c: _attr_getter(c) for c in _FLOP_COLUMNS},
 }
+# Job-level figures of a parallel row (``bench.run.launch.ParallelMeasurement``; empty when a
+# measurement does not carry them). ``build_row`` fills them for single-process rows: one rank.
+_JOB_COLUMNS = ("job_throughput", "max_rank_peak_mem_bytes", "bubble_fraction", "comm_bytes_per_step")
+MEASUREMENT_GETTERS.update({c: _attr_getter(c) for c in _JOB_COLUMNS})
 MEASUREMENT_COLUMNS: tuple[str, ...] = tuple(c for c in CORE_COLUMNS if c in MEASUREMENT_GETTERS)
 
 
@@ -213,15 +237,51 @@ def config_key(
     params: Mapping[str, Any],
     channels_last: bool = False,
     seed: int = 0,
+    parallel: str = "none",
+    world_size: int = 1,
+    nnodes: int = 1,
+    microbatches: int = 0,
+    pipeline_schedule: str = "",
 ) -> str:
     """Identity of a configuration for ``--resume``: what was measured, not how long or when.
 
     Example: ``attention|train|amp-bf16|none|cpu|cl=false|seed=0|batch_size=4,causal=false,seq_len=256``.
-    The seed is part of it (a run with another ``--seed`` builds other weights and data).
+    The seed is part of it (a run with another ``--seed`` builds other weights and data). A parallel
+    configuration appends its strategy and shape (``|par=ddp|ws=2``; ``|nn=2`` across nodes;
+    ``|mb=4|sched=1f1b`` for a pipeline), so ``parallel == "none"`` keeps the key it always had and
+    ``baseline_key`` finds the single-process row a parallel row is compared with.
     """
     p = ",".join(f"{k}={_key_value(params[k])}" for k in sorted(params))
     cl = "true" if channels_last else "false"
-    return f"{scenario}|{mode}|{precision}|{checkpointing}|{device}|cl={cl}|seed={int(seed)}|{p}"
+    key = f"{scenario}|{mode}|{precision}|{checkpointing}|{device}|cl={cl}|seed={int(seed)}|{p}"
+    if parallel != "none":
+        key += f"{_PAR_MARK}{parallel}|ws={int(world_size)}"
+        if nnodes > 1:
+            key += f"|nn={int(nnodes)}"
+        if parallel == "pipeline":
+            key += f"|mb={int(microbatches)}|sched={pipeline_schedule}"
+    return key
+
+
+_PAR_MARK = "|par="
+
+
+def baseline_key(key: str) -> str:
+    """The ``config_key`` of the single-process (``parallel == "none"``) twin of a configuration."""
+    return key.split(_PAR_MARK, 1)[0]
+
+
+def scaling_efficiency(row: Mapping[str, Any], baselines: Mapping[str, float]) -> float | None:
+    """``job_throughput / (world_size * throughput of the none row)`` of an ok row, or None.
+
+    ``baselines`` maps the ``config_key`` of ok ``parallel == "none"`` rows (this sweep's and the
+    file's) to their throughput; a row without its none twin gets None (an empty cell).
+    """
+    job, ws = row.get("job_throughput"), row.get("world_size")
+    base = baselines.get(baseline_key(str(row.get("config_key", ""))))
+    if row.get("status") != "ok" or not job or not ws or not base:
+        return None
+    return float(job) / (int(ws) * float(base))
 
 
 def _with_seed(key: str, seed: Any) -> str:
@@ -281,18 +341,25 @@ def build_row(
         "mode": cfg.mode,
         "precision": cfg.precision,
         "checkpointing": cfg.checkpointing,
-        "parallel": "none",
-        "world_size": 1,
+        "parallel": getattr(cfg, "parallel", "none"),
+        "world_size": getattr(cfg, "world_size", 1),
+        "nnodes": getattr(cfg, "nnodes", 1),
+        "microbatches": getattr(cfg, "microbatches", 0) or None,  # pipelines only
+        "pipeline_schedule": getattr(cfg, "pipeline_schedule", "") or None,
         "device": cfg.device,
         "status": outcome.status,
         "reason": one_line(outcome.reason),
         "preset": cfg.preset,
         "seed": cfg.seed,
         "channels_last": cfg.channels_last,
-        # without isolation nothing enforces the timeout: the row must not claim one
-        "timeout_s": request.timeout_s if request.isolation else None,
+        # without isolation nothing enforces the timeout: the row must not claim one (a parallel
+        # job is always a torchrun job under the timeout)
+        "timeout_s": request.timeout_s
+        if request.isolation or getattr(cfg, "parallel", "none") != "none"
+        else None,
         "target_rel_ci": request.target_rel_ci,
         "max_time_s": request.max_time_s,
+        "repeats": getattr(request, "repeat", 1),
         "elapsed_s": round(outcome.elapsed_s, 3),
         "config_key": cfg.key,
     }
@@ -310,18 +377,35 @@ def build_row(
         for col, get in MEASUREMENT_GETTERS.items():
             row[col] = get(m)
         extra.update(m.extra or {})
+        if row["parallel"] == "none":  # one rank: the job is the process, nothing is communicated
+            row.update(
+                job_throughput=row["throughput"],
+                max_rank_peak_mem_bytes=row["peak_mem_bytes"],
+                comm_bytes_per_step=0,
+                scaling_efficiency=1.0,  # its own baseline; parallel rows: bench.run.execute fills it
+            )
     row["extra"] = extra or None
     return row
 
 
 def samples_record(row: Mapping[str, Any], outcome: Any) -> dict[str, Any]:
-    """The sidecar record of a row: raw per-iteration samples and the full timing/memory results."""
+    """The sidecar record of a row: raw per-iteration samples and the full timing/memory results.
+
+    A row of ``--repeat R`` (R >= 2) also carries ``repeats``: one record per process
+    (``median_ms``, ``ci_low_ms``, ``ci_high_ms``, ``n``, ``samples_ms``, ...); ``samples_ms`` is
+    then all of them pooled, in repeat order.
+    """
     m = outcome.measurement
     timing = {k: v for k, v in m.timing.to_dict().items() if k != "samples_ms"} if m is not None else {}
-    return {
+    record = {
         "scenario": row.get("scenario"),
         "status": outcome.status,
         "samples_ms": list(m.timing.samples_ms) if m is not None else [],
         "timing": timing,
         "memory": m.memory.to_dict() if m is not None and m.memory is not None else None,
     }
+    if getattr(outcome, "repeats", None):
+        record["repeats"] = list(outcome.repeats)
+    if getattr(m, "ranks", None):  # a parallel row: every rank's own figures (bench.run.launch)
+        record["ranks"] = list(m.ranks)
+    return record

@@ -11,10 +11,19 @@ child is killed, ``timeout``.
 Each row is appended to the CSV (``bench.results.ResultsWriter``) as soon as its configuration
 finishes, so an interrupted sweep keeps every finished row; configurations whose ``config_key`` is
 already in the file are not run again when resuming.
+
+With ``--repeat R`` (R >= 2) each configuration is measured in R independent children, round-robin
+over the grid (every configuration once, then every configuration again, ...), so drift over time
+spreads over every configuration instead of landing on the last ones. A row is written when its
+configuration's last repeat finishes (so in the last round), its median and CI built from the R
+processes (``bench.stats.hierarchical_summary``), the per-process figures in the sidecar's
+``repeats``; a failed repeat writes the failed row at once and the configuration leaves the later
+rounds. A killed sweep keeps every row written and never a row of fewer than R processes.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
 import json
 import os
@@ -31,6 +40,7 @@ from typing import Any
 
 from bench import results
 from bench.registry import CHILD_ENV_VAR, ScenarioSpec
+from bench.results.schema import baseline_key, scaling_efficiency
 from bench.run.grid import RunConfig, config_skip_reason
 from bench.run.request import RunRequest
 
@@ -43,6 +53,7 @@ class Outcome:
     reason: str = ""
     measurement: Any = None  # bench.run.measure.Measurement
     elapsed_s: float = 0.0
+    repeats: list[dict[str, Any]] | None = None  # per-process records of a --repeat row (the sidecar)
 
 
 def _signal_name(signum: int) -> str:
@@ -159,10 +170,15 @@ def execute(
 ) -> ExecuteResult:
     """Run ``configs`` in order, appending each row to ``writer`` as it finishes."""
     run_id = run_id or new_run_id()
+    if options.repeat > 1:
+        return _execute_repeated(
+            spec, configs, writer=writer, env=env, options=options, run_id=run_id,
+            isolation=isolation, resume=resume, on_start=on_start, on_done=on_done,
+        )  # fmt: skip
     done = writer.done_keys() if resume else set()
     out = ExecuteResult()
-    runner = run_in_child if isolation else run_in_process
     device_name = env.get("device_name")
+    baselines = file_baselines(writer.path)
     for i, cfg in enumerate(configs):
         if cfg.key in done:
             out.resumed.append(cfg)
@@ -175,10 +191,313 @@ def execute(
         if reason is not None:
             outcome = Outcome("skipped", reason)
         else:
-            outcome = runner(cfg, options, device_name=device_name)
+            outcome = runner_for(cfg, isolation)(cfg, options, device_name=device_name)
         row = results.build_row(cfg, outcome, run_id=run_id, env=env, request=options, columns=writer.columns)
+        with_scaling(row, baselines)
         writer.append(row, results.samples_record(row, outcome) if outcome.status != "skipped" else None)
         out.rows.append(row)
         if on_done:
             on_done(i, cfg, row)
     return out
+
+
+def runner_for(cfg: RunConfig, isolation: bool) -> Callable[..., Outcome]:
+    """How ``cfg`` runs: a parallel configuration is a torchrun job (``bench.run.launch``, with or
+    without ``--no-isolation``); any other one a child process, or this process without isolation."""
+    if cfg.parallel != "none":
+        from bench.run.launch import run_parallel
+
+        return run_parallel
+    return run_in_child if isolation else run_in_process
+
+
+def file_baselines(path: Path) -> dict[str, float]:
+    """``config_key`` -> throughput of the ok ``parallel == "none"`` rows already in ``path``."""
+    import csv
+
+    out: dict[str, float] = {}
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            for r in csv.DictReader(f):
+                if r.get("parallel") == "none" and r.get("status") == "ok" and r.get("throughput"):
+                    try:
+                        out[baseline_key(r.get("config_key") or "")] = float(r["throughput"])
+                    except ValueError:
+                        continue
+    except (OSError, csv.Error, UnicodeDecodeError):
+        pass
+    return out
+
+
+def with_scaling(row: dict[str, Any], baselines: dict[str, float]) -> None:
+    """Record an ok ``none`` row as a baseline; give a parallel row its ``scaling_efficiency``."""
+    if row.get("parallel") == "none":
+        if row.get("status") == "ok" and row.get("throughput"):
+            baselines[str(row["config_key"])] = float(row["throughput"])
+    else:
+        row["scaling_efficiency"] = scaling_efficiency(row, baselines)
+
+
+# --- --repeat R: R independent processes per configuration, round-robin over the grid ---------------
+
+
+def _execute_repeated(
+    spec: ScenarioSpec,
+    configs: Sequence[RunConfig],
+    *,
+    writer: results.ResultsWriter,
+    env: Mapping[str, Any],
+    options: RunRequest,
+    run_id: str,
+    isolation: bool,
+    resume: bool,
+    on_start: Callable[[int, RunConfig], None] | None,
+    on_done: Callable[[int, RunConfig, dict[str, Any] | None], None] | None,
+) -> ExecuteResult:
+    """``execute`` for ``options.repeat >= 2``: round r measures every configuration still going once.
+
+    Skipped configurations are written first (they never start a child); a failed repeat writes the
+    failed row at once (its reason says which repeat; the repeats that did finish are in its sidecar
+    record) and drops the configuration; the last round writes each ok row as its last repeat ends.
+    ``on_start`` is called before every repeat, ``on_done`` once per configuration (its row).
+    """
+    n_rep = options.repeat
+    done = writer.done_keys() if resume else set()
+    out = ExecuteResult()
+    device_name = env.get("device_name")
+    baselines = file_baselines(writer.path)
+
+    def write(i: int, cfg: RunConfig, outcome: Outcome) -> None:
+        row = results.build_row(cfg, outcome, run_id=run_id, env=env, request=options, columns=writer.columns)
+        with_scaling(row, baselines)
+        writer.append(row, results.samples_record(row, outcome) if outcome.status != "skipped" else None)
+        out.rows.append(row)
+        if on_done:
+            on_done(i, cfg, row)
+
+    active: list[tuple[int, RunConfig]] = []
+    for i, cfg in enumerate(configs):
+        if cfg.key in done:
+            out.resumed.append(cfg)
+            if on_done:
+                on_done(i, cfg, None)
+            continue
+        reason = config_skip_reason(spec, cfg)
+        if reason is not None:
+            if on_start:
+                on_start(i, cfg)
+            write(i, cfg, Outcome("skipped", reason))
+            continue
+        active.append((i, cfg))
+
+    finished: dict[int, list[Outcome]] = {i: [] for i, _ in active}
+    for r in range(n_rep):
+        still: list[tuple[int, RunConfig]] = []
+        for i, cfg in active:
+            if on_start:
+                on_start(i, cfg)
+            outcome = runner_for(cfg, isolation)(cfg, options, device_name=device_name)
+            prior = finished[i]
+            if outcome.status != "ok" or outcome.measurement is None:
+                outcome.reason = f"repeat {r + 1}/{n_rep}: {outcome.reason or outcome.status}"
+                outcome.elapsed_s += sum(o.elapsed_s for o in prior)
+                outcome.repeats = [repeat_record(k, o) for k, o in enumerate(prior)] or None
+                write(i, cfg, outcome)
+                del finished[i]
+                continue
+            prior.append(outcome)
+            if r == n_rep - 1:
+                # a parallel configuration is a torchrun job (its own processes) even with --no-isolation
+                covers = "between-process" if isolation or cfg.parallel != "none" else "between-run"
+                write(i, cfg, aggregate_repeats(finished.pop(i), covers=covers, options=options))
+            else:
+                still.append((i, cfg))
+        active = still
+    return out
+
+
+def repeat_record(k: int, outcome: Outcome) -> dict[str, Any]:
+    """The sidecar record of one repeat (process) ``k`` (0-based): its own median, CI and samples."""
+    m = outcome.measurement
+    t = m.timing
+    return {
+        "repeat": k + 1,
+        "median_ms": t.median_ms,
+        "ci_low_ms": t.ci_low_ms,
+        "ci_high_ms": t.ci_high_ms,
+        "n": t.n,
+        "samples_ms": list(t.samples_ms),
+        "stop_reason": t.stop_reason,
+        "noisy": bool(t.noisy),
+        "noise_other_cpu_pct": m.noise_other_cpu_pct,
+        "noise_steal_pct": m.noise_steal_pct,
+        "elapsed_s": round(outcome.elapsed_s, 3),
+    }
+
+
+@dataclass
+class RepeatedTiming:
+    """The timing of a ``--repeat R`` row: the same reading surface as ``TimingResult``, over R processes.
+
+    ``median_ms`` and the CI come from ``bench.stats.hierarchical_summary`` of the R processes'
+    samples (each process reduced to its median; the CI across those medians), so the CI covers the
+    drift between processes, which no single process's samples can show. ``n``, ``samples_ms``,
+    ``iqr_ms`` and ``cv`` are over all samples pooled; ``stop_reason`` is the first of ``time_cap``,
+    ``max_samples``, ``ci_target`` that any process stopped by. ``noisy``: the CI is wider than
+    ``+-target_rel_ci`` of the median (with 2 processes the t-interval is wide: add repeats).
+    """
+
+    repeats: list[Any]  # bench.harness.timing.TimingResult, one per process
+    target_rel_ci: float
+    ci_covers: str = "between-process"  # "between-run" when the repeats shared one process
+    confidence: float = 0.95
+
+    def __post_init__(self) -> None:
+        from bench.stats.compare import hierarchical_summary
+
+        self._center, self._lo, self._hi = hierarchical_summary(
+            [t.samples_ms for t in self.repeats], self.confidence
+        )
+
+    @property
+    def samples_ms(self) -> list[float]:
+        return [x for t in self.repeats for x in t.samples_ms]
+
+    @property
+    def n(self) -> int:
+        return sum(t.n for t in self.repeats)
+
+    @property
+    def median_ms(self) -> float:
+        return float(self._center)
+
+    @property
+    def ci_low_ms(self) -> float:
+        return float(self._lo)
+
+    @property
+    def ci_high_ms(self) -> float:
+        return float(self._hi)
+
+    def _pooled(self) -> Any:
+        from bench.harness.timing import TimingResult
+
+        return TimingResult(self.samples_ms, 0, "", self.target_rel_ci)
+
+    @property
+    def iqr_ms(self) -> float:
+        return self._pooled().iqr_ms
+
+    @property
+    def cv(self) -> float:
+        return self._pooled().cv
+
+    @property
+    def stop_reason(self) -> str:
+        reasons = {t.stop_reason for t in self.repeats}
+        return next((s for s in ("time_cap", "max_samples", "ci_target") if s in reasons), "")
+
+    @property
+    def rel_ci_halfwidth(self) -> float:
+        med = self.median_ms
+        return (self.ci_high_ms - self.ci_low_ms) / 2.0 / med if med > 0 else 0.0
+
+    @property
+    def noisy_reasons(self) -> list[str]:
+        rel = self.rel_ci_halfwidth
+        if rel <= self.target_rel_ci:
+            return []
+        unit = "processes" if self.ci_covers == "between-process" else "runs in one process"
+        return [
+            f"{self.ci_covers} CI half-width {rel:.2%} of the median exceeds target "
+            f"{self.target_rel_ci:.2%} ({len(self.repeats)} {unit}; more --repeat narrows it)"
+        ]
+
+    @property
+    def noisy(self) -> bool:
+        return bool(self.noisy_reasons)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The row's timing statistics for the sidecar (the per-process ones are in ``repeats``)."""
+        return {
+            "method": "hierarchical",
+            "ci_covers": self.ci_covers,
+            "repeats": len(self.repeats),
+            "n": self.n,
+            "median_ms": self.median_ms,
+            "ci_low_ms": self.ci_low_ms,
+            "ci_high_ms": self.ci_high_ms,
+            "iqr_ms": self.iqr_ms,
+            "cv": self.cv,
+            "rel_ci_halfwidth": self.rel_ci_halfwidth,
+            "noisy": self.noisy,
+            "noisy_reasons": self.noisy_reasons,
+            "stop_reason": self.stop_reason,
+            "target_rel_ci": self.target_rel_ci,
+            "confidence": self.confidence,
+            "samples_ms": self.samples_ms,
+        }
+
+
+def _repeat_notes(measurements: Sequence[Any]) -> list[str]:
+    """The repeats' notes for the row's reason: a note every repeat has once, others per repeat.
+
+    Each process's own "noisy:" timing notes are dropped (the row's noise is the between-process
+    CI's, ``RepeatedTiming.noisy_reasons``); a busy machine is kept, per repeat.
+    """
+    n_rep = len(measurements)
+    per = [
+        [n for n in m.notes if not n.startswith("noisy: ") or n.startswith("noisy: machine busy")]
+        for m in measurements
+    ]
+    out: list[str] = []
+    for k, notes in enumerate(per):
+        for note in notes:
+            if all(note in other for other in per):
+                if note not in out:
+                    out.append(note)
+            else:
+                out.append(f"repeat {k + 1}/{n_rep}: {note}")
+    return out
+
+
+def aggregate_repeats(outcomes: Sequence[Outcome], *, covers: str, options: RunRequest) -> Outcome:
+    """One ok ``Outcome`` from R ok repeats of a configuration: what its row is built from.
+
+    Time: ``RepeatedTiming``. Memory, FLOPs, peaks, items and extra columns: the first repeat's
+    (deterministic, the same in every process), as are a parallel job's own figures (the
+    measurement keeps its type); achieved TFLOP/s and MFU from the row's median; the noise
+    figures: the largest over the repeats (the worst window). ``elapsed_s``: the sum.
+    """
+    ms = [o.measurement for o in outcomes]
+    first = ms[0]
+    timing = RepeatedTiming([m.timing for m in ms], options.target_rel_ci, ci_covers=covers)
+    notes = [f"noisy: {'; '.join(timing.noisy_reasons)}"] if timing.noisy else []
+    notes += _repeat_notes(ms)
+    others = [m.noise_other_cpu_pct for m in ms if m.noise_other_cpu_pct is not None]
+    steals = [m.noise_steal_pct for m in ms if m.noise_steal_pct is not None]
+    median_s = timing.median_ms / 1e3
+    achieved = first.flops_per_step / median_s / 1e12 if first.flops_per_step and median_s > 0 else None
+    peak, sheet = first.peak_tflops_measured, first.peak_tflops_datasheet
+    m = dataclasses.replace(
+        first,
+        timing=timing,
+        achieved_tflops=achieved,
+        mfu=achieved / peak if achieved and peak else None,
+        mfu_datasheet=achieved / sheet if achieved and sheet else None,
+        extra=dict(first.extra),
+        notes=notes,
+        noise_other_cpu_pct=max(others) if others else None,
+        noise_steal_pct=max(steals) if steals else None,
+    )
+    job_tp = getattr(first, "job_throughput", None)
+    if job_tp and first.timing.median_ms > 0 and median_s > 0:
+        # a parallel job's throughput follows the row's median: the job's items per step / median
+        m = dataclasses.replace(m, job_throughput=job_tp * first.timing.median_ms / 1e3 / median_s)
+    return Outcome(
+        "ok",
+        "; ".join(notes),
+        m,
+        elapsed_s=sum(o.elapsed_s for o in outcomes),
+        repeats=[repeat_record(k, o) for k, o in enumerate(outcomes)],
+    )

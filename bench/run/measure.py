@@ -50,6 +50,16 @@ class Measurement:
     mfu_datasheet: float | None = None
     extra: dict[str, Any] = field(default_factory=dict)  # the workload's own extra columns
     notes: list[str] = field(default_factory=list)  # go into the row's reason
+    # the noise sentinel (bench.harness.noise) over the timing pass; None where /proc cannot tell
+    noise_other_cpu_pct: float | None = None
+    noise_steal_pct: float | None = None
+
+    @property
+    def machine_busy(self) -> bool:
+        """Other processes used more than ``NOISY_OTHER_CPU_PCT`` of the CPUs while timing."""
+        from bench.harness.noise import is_busy
+
+        return is_busy(self.noise_other_cpu_pct)
 
     def to_dict(self) -> dict[str, Any]:
         d = {k: getattr(self, k) for k in self.__dataclass_fields__}
@@ -104,6 +114,7 @@ def measure(
 def _measure(cfg: RunConfig, req: RunRequest, device_name: str | None) -> Measurement:
     from bench.harness.flops import count_flops
     from bench.harness.memory import measure_memory
+    from bench.harness.noise import NoiseMonitor
     from bench.harness.timing import time_step
     from bench.workload import build_step
 
@@ -113,18 +124,21 @@ def _measure(cfg: RunConfig, req: RunRequest, device_name: str | None) -> Measur
     workload, step = build_step(spec, scfg, ctx, precision=cfg.precision, checkpointing=cfg.checkpointing)
     notes: list[str] = []
 
-    # 1. timing: the bare step, nothing attached
-    timing = time_step(
-        step,
-        device=cfg.device,
-        warmup_iters=req.warmup_iters,
-        min_samples=req.min_samples,
-        max_samples=req.max_samples,
-        target_rel_ci=req.target_rel_ci,
-        max_time_s=req.max_time_s,
-    )
+    # 1. timing: the bare step, nothing attached; the noise sentinel reads /proc around it
+    with NoiseMonitor() as noise:
+        timing = time_step(
+            step,
+            device=cfg.device,
+            warmup_iters=req.warmup_iters,
+            min_samples=req.min_samples,
+            max_samples=req.max_samples,
+            target_rel_ci=req.target_rel_ci,
+            max_time_s=req.max_time_s,
+        )
     if timing.noisy:
         notes.append(f"noisy: {'; '.join(timing.noisy_reasons)} (stopped by {timing.stop_reason})")
+    if noise.figures.busy:
+        notes.append(f"noisy: {noise.figures.reason()}")
 
     # 2. memory: a separate pass, after timing
     memory = None
@@ -148,6 +162,8 @@ def _measure(cfg: RunConfig, req: RunRequest, device_name: str | None) -> Measur
         flops_per_step=flops,
         extra=dict(workload.extra),
         notes=notes,
+        noise_other_cpu_pct=noise.figures.other_cpu_pct,
+        noise_steal_pct=noise.figures.steal_pct,
     )
     _set_mfu(m, timing.median_ms / 1e3, cfg.device, cfg.precision, device_name)
     return m

@@ -165,6 +165,11 @@ def plan_run(scenario: str | None = None, *, sweep: str | Path | None = None, **
             device=device,
             seed=req.seed,
             channels_last=req.channels_last,
+            parallel=req.parallel,
+            nproc=req.nproc,
+            nnodes=req.nnodes,
+            microbatches=req.microbatches,
+            pipeline_schedule=req.pipeline_schedule,
         )
     except (TypeError, ValueError) as exc:
         raise UsageError(f"{spec.name}: invalid configuration: {exc}") from None

@@ -25,6 +25,11 @@ from bench.constraints import Check, choice_list, parse, split_list
 from bench.errors import UsageError
 from bench.registry import CHECKPOINTING, MODES, PRECISIONS
 
+# parallel strategies (dlcore.parallel) and pipeline schedules; torchrun's rendezvous backends
+PARALLEL: tuple[str, ...] = ("none", "dp", "ddp", "fsdp", "pipeline")
+PIPELINE_SCHEDULES: tuple[str, ...] = ("gpipe", "1f1b")
+RDZV_BACKENDS: tuple[str, ...] = ("c10d", "static", "etcd", "etcd-v2")
+
 
 @dataclass(frozen=True)
 class Opt:
@@ -75,9 +80,46 @@ class RunRequest:
     seed: int = _opt(0, Opt("int", "--seed", Check("nonneg"), sweep="options"))
     isolation: bool = _opt(True, Opt("bool", "--no-isolation", sweep="options"))
     channels_last: bool = _opt(False, Opt("bool", "--channels-last", sweep="options"))
+    # independent child processes per configuration, round-robin over the grid (bench.run.execute)
+    repeat: int = _opt(1, Opt("int", "--repeat", Check("size"), sweep="options"))
+    # parallel strategies (a grid axis) and how their torchrun job is launched (bench.run.launch).
+    # batch_size is the GLOBAL batch of one step: ddp/fsdp ranks each take batch_size / world_size,
+    # dp scatters it over the GPUs, a pipeline cuts it into micro-batches. "none" is one process.
+    parallel: tuple[str, ...] = _opt(
+        ("none",), Opt("choices", "--parallel", choices=PARALLEL, sweep="axes", sweep_key="parallel")
+    )
+    nproc: int = _opt(2, Opt("int", "--nproc", Check("size"), sweep="options"))  # per node (GPUs for dp)
+    microbatches: int = _opt(0, Opt("int", "--microbatches", Check("nonneg"), sweep="options"))  # 0: auto
+    pipeline_schedule: tuple[str, ...] = _opt(
+        ("gpipe",),
+        Opt("choices", "--pipeline-schedule", choices=PIPELINE_SCHEDULES, sweep="axes",
+            sweep_key="pipeline_schedule"),
+    )  # fmt: skip
+    nnodes: int = _opt(1, Opt("int", "--nnodes", Check("size"), sweep="options"))
+    node_rank: int = _opt(0, Opt("int", "--node-rank", Check("nonneg"), sweep="options"))
+    rdzv_endpoint: str | None = _opt(None, Opt("str", "--rdzv-endpoint", sweep="options"))  # HOST:PORT
+    rdzv_backend: str = _opt(
+        "c10d", Opt("str", "--rdzv-backend", Check("choice", RDZV_BACKENDS), sweep="options")
+    )
     warmup_iters: int = _opt(3, Opt("int", "warmup_iters", Check("nonneg")))
     min_samples: int = _opt(10, Opt("int", "min_samples", Check("size")))
     max_samples: int = _opt(10_000, Opt("int", "max_samples", Check("size")))
+
+    def __post_init__(self) -> None:
+        """Cross-option rules of a multi-node launch (each option alone is checked by ``build``)."""
+        if self.node_rank >= self.nnodes:
+            raise UsageError(
+                f"--node-rank: got {self.node_rank}, expected 0 <= node rank < --nnodes {self.nnodes}"
+            )
+        if self.nnodes > 1 and not self.rdzv_endpoint:
+            raise UsageError(
+                f"--rdzv-endpoint: --nnodes {self.nnodes} needs the rendezvous HOST:PORT (node 0's address), "
+                "the same on every node"
+            )
+        if self.rdzv_endpoint is not None:
+            host, sep, port = self.rdzv_endpoint.strip().rpartition(":")
+            if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+                raise UsageError(f"--rdzv-endpoint: expected HOST:PORT, got {self.rdzv_endpoint!r}")
 
     # ---------------------------------------------------------------------------------------
     @classmethod
@@ -167,7 +209,7 @@ class RunRequest:
         """Inverse of ``to_dict`` for a request already checked by ``build``."""
         names = {f.name for f in dataclasses.fields(cls)}
         kw = {k: v for k, v in d.items() if k in names}
-        for k in ("modes", "precisions", "checkpointing"):
+        for k in ("modes", "precisions", "checkpointing", "parallel", "pipeline_schedule"):
             if kw.get(k) is not None:
                 kw[k] = tuple(kw[k])
         if kw.get("params") is not None:

@@ -8,6 +8,7 @@
     mode = ["forward", "train"]
     precision = ["fp32", "amp-bf16"]
     checkpointing = ["none", "full"]
+    parallel = ["none", "ddp"]      # also pipeline_schedule = ["gpipe", "1f1b"]; nproc etc. in [options]
     batch_size = [4, 8]             # any config field of the scenario
     seq_len = [128, 256]
 
@@ -36,6 +37,7 @@ from typing import Any
 from bench.errors import UsageError
 from bench.run.request import RunRequest
 
+_RUN_AXES = ("parallel", "pipeline_schedule")  # [axes] keys that are run options, not scenario parameters
 TOP_KEYS = frozenset({"description", "axes", "options"} | set(RunRequest.sweep_keys("top")))
 
 
@@ -56,6 +58,8 @@ class Sweep:
     checkpointing: list[str] | None = None
     params: dict[str, list[Any]] = field(default_factory=dict)
     options: dict[str, Any] = field(default_factory=dict)  # keyed as in the file's [options]
+    # other run-option axes ([axes] parallel, pipeline_schedule), keyed as in the file
+    run_axes: dict[str, list[str]] = field(default_factory=dict)
 
     def request_fields(self) -> dict[str, Any]:
         """``RunRequest`` field name -> value, for ``RunRequest.build(sweep=...)``."""
@@ -70,6 +74,8 @@ class Sweep:
         }
         option_keys = RunRequest.sweep_keys("options")
         out.update({option_keys[k]: v for k, v in self.options.items()})
+        axis_keys = RunRequest.sweep_keys("axes")
+        out.update({axis_keys[k]: v for k, v in self.run_axes.items()})
         return {k: v for k, v in out.items() if v is not None}
 
 
@@ -113,6 +119,7 @@ def load_sweep(path: Path | str) -> Sweep:
         raise SweepError(f"--sweep: {p}: unknown option(s) {bad_opts}; expected {sorted(option_keys)}")
     grid = {name: _axis(name, value) for name, value in axes.items()}
     lists = {k: [str(v) for v in grid.pop(k)] for k in ("mode", "precision", "checkpointing") if k in grid}
+    run_axes = {k: [str(v) for v in grid.pop(k)] for k in _RUN_AXES if k in grid}
     return Sweep(
         path=p,
         scenario=scenario,
@@ -123,4 +130,5 @@ def load_sweep(path: Path | str) -> Sweep:
         checkpointing=lists.get("checkpointing"),
         params=grid,
         options=dict(options),
+        run_axes=run_axes,
     )

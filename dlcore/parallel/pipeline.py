@@ -27,8 +27,8 @@ parameters live on it.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable, Sequence
-from typing import Any, Literal
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, Literal, cast
 
 import torch
 import torch.distributed as dist
@@ -76,7 +76,8 @@ def balanced_partition(costs: Sequence[int], n_parts: int) -> list[range]:
         raise ValueError(f"balanced_partition: costs must be non-negative; got {list(costs)}")
 
     def cut(capacity: int) -> list[range] | None:
-        parts, start, total = [], 0, 0
+        parts: list[range] = []
+        start, total = 0, 0
         for i, c in enumerate(costs):
             must_cut = n - i == n_parts - len(parts) - 1  # exactly one unit left per part still to open
             if i > start and (total + c > capacity or must_cut):
@@ -127,7 +128,7 @@ def split_encoder(model: nn.Module, n_stages: int, *, is_causal: bool = False) -
     consecutive layers, as equal in size as possible (layers are identical, so equal layer counts balance
     compute and parameters alike); the final norm joins the last stage. The stages share the model's
     layers."""
-    layers = list(model.layers)
+    layers = list(cast(Iterable[nn.Module], model.layers))
     if not 1 <= n_stages <= len(layers):
         raise ValueError(f"split_encoder: cannot cut {len(layers)} layers into {n_stages} stages")
     parts = balanced_partition([1] * len(layers), n_stages)
@@ -173,7 +174,7 @@ class ResNetStage(nn.Module):
         if self.stem is not None:
             x = self.stem(x)  # (B, C, H, W) -> (B, base_width, H/4, W/4)
         for stage in self.stages.values():
-            for block in stage.values():
+            for block in cast(nn.ModuleDict, stage).values():
                 x = block(x)
         if self.has_head:
             x = self.act(self.norm(x))
@@ -197,12 +198,12 @@ def split_resnet(
     """
     if granularity not in ("stage", "block"):
         raise ValueError(f"split_resnet: granularity must be 'stage' or 'block'; got {granularity!r}")
-    res_stages = list(model.stages)
+    res_stages = list(cast(Iterable[nn.Module], model.stages))
     # units: one per residual stage, or one per block; each a list of (stage index, block index, block)
     units: list[list[tuple[str, str, nn.Module]]] = []
     for i, stage in enumerate(res_stages):
-        blocks = [(str(i), str(j), b) for j, b in enumerate(stage)]
-        units.extend([blocks] if granularity == "stage" else [[b] for b in blocks])
+        stage_blocks = [(str(i), str(j), b) for j, b in enumerate(cast(Iterable[nn.Module], stage))]
+        units.extend([stage_blocks] if granularity == "stage" else [[b] for b in stage_blocks])
     if not 1 <= n_stages <= len(units):
         what = "residual stages" if granularity == "stage" else "blocks"
         raise ValueError(f"split_resnet: cannot cut {len(units)} {what} into {n_stages} pipeline stages")
@@ -216,7 +217,7 @@ def split_resnet(
         out.append(
             ResNetStage(
                 blocks,
-                stem=model.stem if k == 0 else None,
+                stem=cast(nn.Module, model.stem) if k == 0 else None,
                 head=head if k == n_stages - 1 else None,
             )
         )

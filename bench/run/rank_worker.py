@@ -1,0 +1,234 @@
+"""One rank of a parallel configuration: ``python -m bench.run.rank_worker REQUEST.json OUTDIR``.
+
+torchrun (``bench.run.launch``) starts this on every rank with ``RANK``, ``WORLD_SIZE``,
+``LOCAL_RANK`` and the rendezvous in the environment. The rank:
+
+1. sends its stdout/stderr to ``OUTDIR/rank<R>.log`` and asks for SIGKILL when its parent (the
+   torchrun agent) dies, so a killed job leaves no orphan rank;
+2. joins the process group (gloo on CPU, nccl on CUDA, with ``timeout=`` the run's ``--timeout``, so
+   a peer that never arrives ends the wait on its own too);
+3. builds its step (``bench.run.parallel.build_parallel_step``), times it under the collective
+   stopping rule, then runs the memory and FLOP passes (each on every rank, so collectives match);
+4. writes ``OUTDIR/rank<R>.json`` (its status and figures), all-gathers every rank's figures, and
+   local rank 0 of each node writes ``OUTDIR/job.json`` (all ranks, in rank order), which the parent
+   merges into the row. Every node's parent thus holds the whole job's figures.
+
+``OUTDIR/rank<R>.phase`` always names the phase the rank is in (``init``, ``build``, ``timing``, ...),
+so a timeout can say where each rank was. A rank that fails writes its ``rank<R>.json``
+(``error``, ``oom`` or ``skipped``) and exits non-zero at once (``os._exit``, without tearing down the
+group a peer may be blocked in): torchrun then stops the other ranks and the parent reads the reason.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import socket
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+from bench.registry import CHILD_ENV_VAR
+
+EXIT_FAILED = 1  # error / oom: torchrun reports the job failed and stops the other ranks
+EXIT_SKIPPED = 3  # the configuration cannot run this way: also non-zero, so no peer waits on us
+
+
+def _write_json(path: Path, data: Any) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, default=str), encoding="utf-8")
+    os.replace(tmp, path)
+
+
+class _Phase:
+    """``OUTDIR/rank<R>.phase``: where this rank is, for the parent's timeout message."""
+
+    def __init__(self, outdir: Path, rank: int) -> None:
+        self.path = outdir / f"rank{rank}.phase"
+
+    def __call__(self, name: str) -> None:
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        tmp.write_text(name, encoding="utf-8")
+        os.replace(tmp, self.path)
+
+
+def _redirect_output(log: Path) -> None:
+    """This process's stdout and stderr (file descriptors 1 and 2) to ``log``."""
+    fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    os.close(fd)
+
+
+def measure_rank(
+    cfg: Any,
+    req: Any,
+    *,
+    rank: int,
+    world_size: int,
+    local_rank: int,
+    phase: _Phase,
+    ctrl: Any = None,
+    device_name: str | None = None,
+) -> dict[str, Any]:
+    """Build, time and measure this rank's step; its figures as a JSON-ready dict.
+
+    MFU is this rank's FLOPs over its median against one device's peak, measured here (cached per
+    machine; on CPU with this rank's threads, i.e. its share of the cores).
+    """
+    import torch
+
+    from bench.harness.flops import count_flops
+    from bench.harness.memory import measure_memory
+    from bench.run.measure import mfu_fields
+    from bench.run.parallel import agree_max, build_parallel_step, rank_device, time_distributed
+
+    device = rank_device(cfg, local_rank)
+    phase("build")
+    workload, step, info = build_parallel_step(cfg, rank=rank, world_size=world_size, device=device)
+    phase("timing")
+    timing = time_distributed(
+        step,
+        device=device,
+        warmup_iters=req.warmup_iters,
+        min_samples=req.min_samples,
+        max_samples=req.max_samples,
+        target_rel_ci=req.target_rel_ci,
+        max_time_s=req.max_time_s,
+        group=ctrl,
+    )
+    notes: list[str] = []
+    comm_bytes = info.comm_bytes_per_step
+    if info.stage_output_bytes is not None:  # pipeline: every boundary's activation, from every stage
+        import torch.distributed as dist
+
+        from dlcore.parallel import pipeline_comm_bytes_per_step
+
+        outs: list[Any] = [None] * world_size
+        dist.all_gather_object(outs, info.stage_output_bytes(), group=ctrl)
+        comm_bytes = round(
+            pipeline_comm_bytes_per_step(
+                [float(b) for b in outs[:-1]],
+                microbatches=cfg.microbatches,
+                num_stages=world_size,
+                stage_index=rank,
+            )
+        )
+        info.extra["stage_output_bytes_per_microbatch"] = outs[rank]
+    phase("memory")
+    memory = None
+    try:
+        memory = measure_memory(step, device=device, warm=True)
+    except Exception as exc:  # the timing stays valid; every rank runs the same steps either way
+        notes.append(f"memory pass failed: {type(exc).__name__}: {exc}")
+    agree_max([0.0], ctrl)
+    phase("flops")
+    flops = None
+    try:
+        flops = int(count_flops(step))
+    except Exception as exc:
+        notes.append(f"flop pass failed: {type(exc).__name__}: {exc}")
+    phase("peak")
+    mfu = mfu_fields(flops, timing.median_ms / 1e3, device, cfg.precision, device_name, notes)
+    agree_max([0.0], ctrl)
+    return {
+        "rank": rank,
+        "local_rank": local_rank,
+        "host": socket.gethostname(),
+        "device": device,
+        "threads": torch.get_num_threads(),
+        "status": "ok",
+        "reason": "",
+        "timing": timing.to_dict(),
+        "memory": memory.to_dict() if memory is not None else None,
+        "flops_per_step": flops,
+        "items_per_step": workload.items_per_step,
+        "unit": workload.unit,
+        "extra": {**workload.extra, **info.extra},
+        "notes": notes,
+        "comm_bytes_per_step": comm_bytes,
+        "bubble_fraction": info.bubble_fraction,
+        "stage_index": info.stage_index,
+        "mfu": mfu,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``python -m bench.run.rank_worker REQUEST.json OUTDIR`` (under torchrun)."""
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 2:
+        print("usage: python -m bench.run.rank_worker REQUEST.json OUTDIR (under torchrun)", file=sys.stderr)
+        return 2
+    outdir = Path(args[1])
+    rank = int(os.environ.get("RANK", "0"))
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    _redirect_output(outdir / f"rank{rank}.log")
+    os.environ[CHILD_ENV_VAR] = "1"
+    from bench.run.child import _die_with_parent, is_oom
+
+    _die_with_parent(None)  # the parent is torchrun's agent
+    phase = _Phase(outdir, rank)
+    phase("init")
+    request = json.loads(Path(args[0]).read_text(encoding="utf-8"))
+
+    import torch
+    import torch.distributed as dist
+
+    from bench.run.grid import RunConfig
+    from bench.run.parallel import ParallelUnsupported
+    from bench.run.request import RunRequest
+
+    cfg = RunConfig.from_json(request["config"])
+    req = RunRequest.from_dict(request["request"])
+    cuda = cfg.device.startswith("cuda")
+    if cuda:
+        torch.cuda.set_device(0 if cfg.parallel == "dp" else local_rank)
+    timeout = datetime.timedelta(seconds=float(req.timeout_s))
+    result: dict[str, Any]
+    ctrl = None
+    try:
+        dist.init_process_group("nccl" if cuda else "gloo", timeout=timeout)
+        ctrl = dist.new_group(backend="gloo", timeout=timeout)  # control messages, beside the data plane
+        result = measure_rank(
+            cfg,
+            req,
+            rank=rank,
+            world_size=world_size,
+            local_rank=local_rank,
+            phase=phase,
+            ctrl=ctrl,
+            device_name=request.get("device_name"),
+        )
+    except ParallelUnsupported as exc:
+        result = {"rank": rank, "status": "skipped", "reason": str(exc), "t": time.time()}
+    except Exception as exc:
+        traceback.print_exc()
+        status = "oom" if is_oom(exc) else "error"
+        result = {"rank": rank, "status": status, "reason": f"{type(exc).__name__}: {exc}", "t": time.time()}
+    _write_json(outdir / f"rank{rank}.json", result)
+    if result["status"] != "ok":
+        phase(f"failed ({result['status']})")
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(EXIT_SKIPPED if result["status"] == "skipped" else EXIT_FAILED)
+    phase("gather")
+    everyone: list[Any] = [None] * world_size
+    dist.all_gather_object(everyone, result, group=ctrl)
+    if local_rank == 0:
+        _write_json(outdir / "job.json", {"world_size": world_size, "ranks": everyone})
+    dist.barrier(group=ctrl)
+    dist.destroy_process_group()
+    phase("done")
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)  # everything is written: skip the interpreter's teardown (a second per rank on 2 cores)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
