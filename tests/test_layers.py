@@ -1,6 +1,7 @@
 """The import layers, checked in a fresh interpreter through ``sys.modules`` (lazy imports count).
 
-- statistics, the results schema/store/load and the report layer import neither torch nor rich;
+- statistics, the results schema/store/load, the report layer and the profile summary import neither
+  torch nor rich;
 - the library (``bench.api`` and everything below it) imports neither rich nor typer;
 - scenarios never import the runner (``bench.run``) or the results (``bench.results``);
 - dlcore never imports bench.
@@ -36,6 +37,11 @@ TORCH_FREE = [
     "import bench.results",
     "import bench.results.schema, bench.results.store, bench.results.load",
     "import bench.report.format, bench.report.markdown, bench.report.gpu_summary",
+    "import bench.report.build, bench.report.html, bench.report.plots, bench.report.compare_format",
+    "import bench.report.figures_common, bench.report.figures_perf, bench.report.figures_memory",
+    "import bench.report.figures_efficiency, bench.report.figures_compare",
+    # the profile package resolves its names lazily: its summary and HTA parts need no torch
+    "import bench.profile, bench.profile.summary, bench.profile.hta",
     "import bench.errors, bench.constraints, bench.registry",
     "import bench.run.request, bench.run.sweep, bench.run.grid",
 ]

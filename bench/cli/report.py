@@ -1,4 +1,4 @@
-"""``dlbench report`` (markdown tables from result CSVs) and ``dlbench gpu-summary``."""
+"""``dlbench report`` (index.html, summary.md and figures from result CSVs) and ``dlbench gpu-summary``."""
 
 from __future__ import annotations
 
@@ -10,24 +10,91 @@ import typer
 
 from bench.cli import app, usage_error
 
+# build_report names its arguments; the CLI names the flags
+_FLAGS = {
+    "results:": "RESULTS:",
+    "out_dir:": "--out:",
+    "compare_json:": "--compare:",
+    "profile_dirs:": "--profile:",
+}
 
-@app.command("report")
+
+def _flag_names(message: str) -> str:
+    """``message`` on one line, its leading argument name as the command line spells it."""
+    line = " ".join(message.split())
+    for name, flag in _FLAGS.items():
+        if line.startswith(name):
+            return flag + line[len(name) :]
+    return line
+
+
+# one line per paragraph (typer keeps line breaks)
+_HELP = "\n\n".join(
+    [
+        "Write a report of result CSVs: figures (PNG and SVG), one self-contained index.html and "
+        "summary.md (for a pull request).",
+        "The figures are drawn for whatever the data holds: throughput vs batch size / sequence "
+        "length, AMP speed-up and memory ratio, the checkpointing trade-off, per-phase memory by "
+        "category, MFU, scaling efficiency, compare's ratios. One whose data is missing is left out "
+        "with a note. The page also has the summary table, the environment, the rows that did not run "
+        "with their reasons and the profile summaries (--profile).",
+        "Bad input (no CSV, a file that is missing or has no ok rows, an output path that is a file) "
+        "exits 2 and writes nothing.",
+    ]
+)
+
+
+@app.command("report", help=_HELP)
 def report_cmd(
-    csv: Annotated[list[Path], typer.Argument(help="Result CSVs written by `dlbench run`.")],
+    results: Annotated[
+        list[Path] | None, typer.Argument(help="Result CSVs written by `dlbench run` (one or more).")
+    ] = None,
     out: Annotated[
-        Path, typer.Option("--out", "-o", help="Folder to write the report into (summary.md).")
+        Path,
+        typer.Option(
+            "--out", "-o", help="Folder to write the report into: index.html, summary.md, figures/."
+        ),
     ] = Path("reports/report"),
+    compare: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--compare",
+            help="JSON of `dlbench compare --format json --out FILE`: a forest plot each. Repeatable.",
+        ),
+    ] = None,
+    profile: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--profile",
+            help="Folder written by `dlbench profile` (its summary.json goes in the page). Repeatable.",
+        ),
+    ] = None,
     title: Annotated[str, typer.Option("--title", help="Title of the report.")] = "dlbench report",
 ) -> None:
-    """Write a report of result CSVs: summary.md with one table per file and the rows that did not run."""
-    from bench.report.markdown import write_report
+    """Write a report of result CSVs (the help text is ``_HELP``)."""
+    from bench.report.build import build_report
 
-    missing = [str(p) for p in csv if not p.is_file()]
-    if missing:
-        raise usage_error(f"csv: no such file(s): {missing}")
-    if out.exists() and not out.is_dir():
-        raise usage_error(f"--out: {out} is a file; give a folder for the report")
-    typer.echo(write_report(csv, out / "summary.md", title))
+    try:
+        res = build_report(
+            list(results or []),
+            out,
+            compare_json=list(compare or []),
+            profile_dirs=list(profile or []),
+            title=title,
+        )
+    except ValueError as exc:  # bench.errors.UsageError is one
+        raise usage_error(_flag_names(str(exc))) from None
+    typer.echo(f"wrote {res.index_html}")
+    typer.echo(f"wrote {res.summary_md}")
+    if res.figures:
+        names = ", ".join(f.name for f in res.figures)
+        typer.echo(f"{len(res.figures)} figure(s) in {res.out_dir / 'figures'}: {names}")
+    else:
+        typer.echo("no figure drawn")
+    for name, reason in res.skipped:
+        typer.echo(f"note: {name} figure left out: {reason}")
+    for note in res.notes:
+        typer.echo(f"note: {note}")
 
 
 @app.command("gpu-summary")

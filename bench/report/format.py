@@ -7,6 +7,7 @@ returns display text; a missing value is "-" in the console helpers and "" in ``
 from __future__ import annotations
 
 import math
+import sys
 from typing import Any
 
 MIB = 1024 * 1024
@@ -14,7 +15,7 @@ MIB = 1024 * 1024
 
 def num(v: Any) -> float | None:
     """``v`` as a float, or None when it is missing (None, NaN, a bool, text that is no number)."""
-    if v is None or isinstance(v, bool):
+    if v is None or isinstance(v, bool) or _is_pandas_na(v):
         return None
     try:
         f = float(v)
@@ -23,14 +24,33 @@ def num(v: Any) -> float | None:
     return None if math.isnan(f) else f
 
 
+def _is_pandas_na(v: Any) -> bool:
+    """True for ``pandas.NA`` / ``pandas.NaT`` (the empty cells of nullable Int64 / boolean columns).
+
+    pandas is looked up in ``sys.modules``, never imported: a value can only be one of its
+    missing-value singletons if pandas is already loaded, and this module stays import-light.
+    """
+    pd = sys.modules.get("pandas")
+    return pd is not None and (v is getattr(pd, "NA", None) or v is getattr(pd, "NaT", None))
+
+
 def is_missing(v: Any) -> bool:
-    """True for None, NaN and empty text (an empty CSV cell)."""
-    return v is None or (isinstance(v, float) and math.isnan(v)) or (isinstance(v, str) and v == "")
+    """True for None, NaN (float or numpy), ``pandas.NA`` / ``NaT`` and empty text (an empty CSV cell)."""
+    if v is None or _is_pandas_na(v):
+        return True
+    if isinstance(v, str):
+        return v == ""
+    if isinstance(v, bool):
+        return False
+    try:
+        return math.isnan(v)
+    except (TypeError, ValueError, OverflowError):
+        return False
 
 
 def fmt(value: Any, spec: str = ".3g") -> str:
     """``format(value, spec)`` for numbers, "" for a missing value, ``str`` for anything else."""
-    if value is None or (isinstance(value, float) and math.isnan(value)):
+    if is_missing(value):
         return ""
     try:
         return format(float(value), spec)

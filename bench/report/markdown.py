@@ -23,43 +23,70 @@ def _varying_params(df: Any) -> list[str]:
     return [c for c in cols if c in df.columns and df[c].astype(str).nunique() > 1]
 
 
+STATE_COLUMNS = ("mem_params_bytes", "mem_grads_bytes", "mem_optimizer_bytes")
+
+
+def _cell(r: Any, col: str) -> Any:
+    """``r[col]``, or None when the file has no such column (older CSVs, memory columns removed)."""
+    return r.get(col) if hasattr(r, "get") else None
+
+
+def _state_mib(r: Any, cols: Sequence[str]) -> str:
+    """Parameters + gradients + optimizer state in MiB; "" when the row has none of them."""
+    values = [float(v) for v in (_cell(r, c) for c in cols) if not is_missing(v)]
+    return fmt(sum(values) / MIB, ".1f") if values else ""
+
+
 def table_for(df: Any) -> str:
-    """Markdown table of one results DataFrame: configuration, time with CI, throughput, MFU, memory."""
+    """Markdown table of one results DataFrame: configuration, time with CI, throughput, MFU, memory.
+
+    Columns a file lacks are tolerated: a missing time or MFU cell is empty, and the memory columns
+    (``peak MiB``, ``params+grads+opt MiB``) are left out of the table when the file has none of
+    their source columns.
+    """
     params = _varying_params(df)
+    has_peak = "peak_mem_bytes" in df.columns
+    state_cols = [c for c in STATE_COLUMNS if c in df.columns]
     head = ["scenario", "mode", "precision", "ckpt", *[p.removeprefix(PARAM_PREFIX) for p in params]]
-    head += ["status", "median ms [95% CI]", "throughput", "TFLOP/s", "MFU", "peak MiB"]
-    head += ["params+grads+opt MiB"]
+    head += ["status", "median ms [95% CI]", "throughput", "TFLOP/s", "MFU"]
+    head += ["peak MiB"] if has_peak else []
+    head += ["params+grads+opt MiB"] if state_cols else []
+    n_figures = len(head) - 5 - len(params)  # the cells after status
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for _, r in df.iterrows():
-        cells = [str(r["scenario"]), str(r["mode"]), str(r["precision"]), str(r["checkpointing"])]
+        cells = [str(_cell(r, c)) for c in ("scenario", "mode", "precision", "checkpointing")]
         cells += [str(r[p]) for p in params]
         status = str(r["status"])
-        if status == "ok" and bool(r.get("noisy", False)):
+        noisy = _cell(r, "noisy")
+        if status == "ok" and not is_missing(noisy) and bool(noisy):
             status = "ok (noisy)"
         cells.append(status)
         if r["status"] == "ok":
             cells.append(
-                f"{fmt(r['time_median_ms'], '.4g')} [{fmt(r['time_ci_low_ms'], '.4g')}, "
-                f"{fmt(r['time_ci_high_ms'], '.4g')}]"
+                f"{fmt(_cell(r, 'time_median_ms'), '.4g')} [{fmt(_cell(r, 'time_ci_low_ms'), '.4g')}, "
+                f"{fmt(_cell(r, 'time_ci_high_ms'), '.4g')}]"
             )
-            cells.append(f"{fmt(r['throughput'], '.4g')} {r['throughput_unit']}")
-            cells.append(fmt(r["achieved_tflops"]))
-            cells.append(fmt(r["mfu"], ".1%") if not is_missing(r["mfu"]) else "")
-            cells.append(fmt(ratio(r["peak_mem_bytes"], MIB), ".1f"))
-            state = sum(
-                0 if is_missing(r[c]) else float(r[c])
-                for c in ("mem_params_bytes", "mem_grads_bytes", "mem_optimizer_bytes")
-            )
-            cells.append(fmt(state / MIB, ".1f"))
+            unit = _cell(r, "throughput_unit")
+            cells.append(f"{fmt(_cell(r, 'throughput'), '.4g')} {'' if is_missing(unit) else unit}".strip())
+            cells.append(fmt(_cell(r, "achieved_tflops")))
+            cells.append(fmt(_cell(r, "mfu"), ".1%"))
+            if has_peak:
+                cells.append(fmt(ratio(_cell(r, "peak_mem_bytes"), MIB), ".1f"))
+            if state_cols:
+                cells.append(_state_mib(r, state_cols))
         else:
-            cells += ["", "", "", "", "", ""]
+            cells += [""] * n_figures
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
 def failures(df: Any) -> list[str]:
     bad = df[df["status"] != "ok"]
-    return [f"- `{r['config_key']}`: **{r['status']}**: {r['reason']}" for _, r in bad.iterrows()]
+    out = []
+    for _, r in bad.iterrows():
+        reason = _cell(r, "reason")
+        out.append(f"- `{_cell(r, 'config_key')}`: **{r['status']}**: {'' if is_missing(reason) else reason}")
+    return out
 
 
 def environment(df: Any) -> str:

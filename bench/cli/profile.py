@@ -1,0 +1,260 @@
+"""``dlbench profile``: torch.profiler over the step ``dlbench run`` times, for one configuration."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from bench.cli import app, usage_error
+
+# the library names its arguments; the CLI names the flags
+_FLAGS = {"out_dir:": "--out:", "wait:": "--wait:", "warmup:": "--warmup:", "active:": "--active:"}
+
+
+def _flag_names(message: str) -> str:
+    """``message`` on one line, its leading argument name as the command line spells it."""
+    line = " ".join(message.split())
+    for name, flag in _FLAGS.items():
+        if line.startswith(name):
+            return flag + line[len(name) :]
+    return line
+
+
+def _named_params(param: list[str], named: dict[str, str | None]) -> dict[str, Any]:
+    """``-p K=V`` merged with the named parameter flags (``--batch-size``, ...), as ``dlbench run`` does."""
+    from bench.api import UsageError, parse_assignments
+
+    params: dict[str, Any] = dict(parse_assignments(param))
+    for name, value in named.items():
+        if value is None:
+            continue
+        if name in params:
+            flag = "--" + name.replace("_", "-")
+            raise UsageError(
+                f"{name}: given twice ({flag} {value} and -p {name}={','.join(params[name])}); "
+                "give one of them"
+            )
+        params[name] = value
+    return params
+
+
+# one line per paragraph (typer keeps line breaks); "\\[" is a literal "[" in rich markup
+_HELP = "\n\n".join(
+    [
+        "Profile one configuration with torch.profiler: the step `dlbench run` times, same build and "
+        "techniques, under a wait / warm-up / active schedule, with shapes and memory.",
+        "Writes into the --out folder: the TensorBoard trace (`tensorboard --logdir DIR` with the "
+        "torch-tb-profiler plugin shows it); trace.json for chrome://tracing or ui.perfetto.dev; "
+        "top_ops.csv and top_ops.md (operators by self time, from torch's key_averages); summary.json "
+        "(the step time's shares in matmul, attention, normalization, elementwise, memory copies, "
+        "optimizer, communication, other and idle), which `dlbench report RESULTS --profile DIR` puts "
+        "in the page; memory_timeline.html with --with-stack; on CUDA, HTA's breakdowns when the "
+        "optional extra dlbench\\[hta] is installed.",
+        "Parallel (--parallel ddp, fsdp or pipeline, --nproc N ranks on this node): one torchrun job, "
+        "launched as `dlbench run --parallel` launches it (same build and strategy on every rank, "
+        "--timeout for the whole job); every rank is profiled over the same steps. The --out folder "
+        "gets one TensorBoard trace per rank, rank<r>.<time>.pt.trace.json (worker rank<r> in "
+        "torch-tb-profiler: `tensorboard --logdir DIR` shows all of them), and each rank's trace.json, "
+        "top_ops and summary.json in DIR/rank<r>/. `dlbench report --profile DIR` takes the whole "
+        "folder (one profile per rank) or one DIR/rank<r>. A rank that fails or a job past --timeout "
+        "exits 1 with one line naming the rank; nothing of the job is left running.",
+        "Bad input exits 2 before anything is built or written. One configuration only: one value per "
+        "option (one strategy, one pipeline schedule).",
+    ]
+)
+
+
+@app.command("profile", help=_HELP)
+def profile_cmd(
+    scenario: Annotated[str | None, typer.Argument(help="Scenario name (see `dlbench list`).")] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            "--out",
+            "-o",
+            help="Folder for the traces and summaries (a TensorBoard logdir). "
+            "\\[default: reports/profile_<scenario>]",
+        ),
+    ] = None,
+    mode: Annotated[str | None, typer.Option("--mode", help="forward, train. \\[default: train]")] = None,
+    precision: Annotated[
+        str | None, typer.Option("--precision", help="fp32, amp-bf16, amp-fp16. \\[default: fp32]")
+    ] = None,
+    amp: Annotated[
+        bool, typer.Option("--amp", help="The device's preferred AMP (bf16 on CPU and Ampere+).")
+    ] = False,
+    checkpointing: Annotated[
+        str | None, typer.Option("--checkpointing", help="none, full. \\[default: none]")
+    ] = None,
+    batch_size: Annotated[str | None, typer.Option("--batch-size", help="batch_size parameter.")] = None,
+    seq_len: Annotated[str | None, typer.Option("--seq-len", help="seq_len parameter.")] = None,
+    image_size: Annotated[str | None, typer.Option("--image-size", help="image_size parameter.")] = None,
+    width: Annotated[str | None, typer.Option("--width", help="width parameter.")] = None,
+    depth: Annotated[str | None, typer.Option("--depth", help="depth parameter.")] = None,
+    param: Annotated[
+        list[str] | None, typer.Option("--param", "-p", help="KEY=VALUE for any parameter (repeatable).")
+    ] = None,
+    preset: Annotated[
+        str | None, typer.Option("--preset", help="tiny, default, large. \\[default: default]")
+    ] = None,
+    device: Annotated[
+        str | None, typer.Option("--device", help="cpu, cuda, cuda:N. \\[default: cuda if available]")
+    ] = None,
+    seed: Annotated[
+        int | None, typer.Option("--seed", help="Seed for building the workload. \\[default: 0]")
+    ] = None,
+    channels_last: Annotated[
+        bool, typer.Option("--channels-last", help="channels_last model and 4-D inputs.")
+    ] = False,
+    parallel: Annotated[
+        str | None,
+        typer.Option(
+            "--parallel",
+            help="none (this process), ddp, fsdp, pipeline (dp on CUDA): one trace per rank. "
+            "\\[default: none]",
+        ),
+    ] = None,
+    nproc: Annotated[
+        int | None, typer.Option("--nproc", help="Ranks of a parallel profile. \\[default: 2]")
+    ] = None,
+    microbatches: Annotated[
+        int | None,
+        typer.Option("--microbatches", help="Pipeline micro-batches (0: automatic). \\[default: 0]"),
+    ] = None,
+    pipeline_schedule: Annotated[
+        str | None,
+        typer.Option("--pipeline-schedule", help="Pipeline schedule: gpipe, 1f1b. \\[default: gpipe]"),
+    ] = None,
+    timeout: Annotated[
+        float | None,
+        typer.Option("--timeout", help="Seconds for a parallel profile's whole job. \\[default: 600]"),
+    ] = None,
+    wait: Annotated[
+        int | None, typer.Option("--wait", help="Steps run before recording starts. \\[default: 1]")
+    ] = None,
+    warmup: Annotated[
+        int | None,
+        typer.Option(
+            "--warmup", help="Steps recorded and thrown away (lazy state, allocator). \\[default: 1]"
+        ),
+    ] = None,
+    active: Annotated[
+        int | None, typer.Option("--active", help="Steps recorded and kept, >= 1. \\[default: 3]")
+    ] = None,
+    with_stack: Annotated[
+        bool,
+        typer.Option(
+            "--with-stack/--no-with-stack",
+            help="Record Python stacks. On by default: torch's memory timeline (memory_timeline.html) "
+            "needs them. --no-with-stack gives a smaller trace with less overhead, and no timeline.",
+        ),
+    ] = True,
+) -> None:
+    """Profile one configuration with torch.profiler (the help text is ``_HELP``)."""
+    from bench.api import UsageError
+    from bench.profile.scenario import plan_from_run_options
+
+    schedule = {k: v for k, v in (("wait", wait), ("warmup", warmup), ("active", active)) if v is not None}
+    try:
+        params = _named_params(
+            param or [],
+            {"batch_size": batch_size, "seq_len": seq_len, "image_size": image_size, "width": width,
+             "depth": depth},
+        )  # fmt: skip
+        plan = plan_from_run_options(
+            scenario,
+            out_dir=out if out is not None else Path("reports") / f"profile_{scenario}",
+            profile_kw={**schedule, "with_stack": with_stack},
+            preset=preset,
+            modes=mode,
+            precisions=precision,
+            amp=amp,
+            checkpointing=checkpointing,
+            params=params,
+            device=device,
+            seed=seed,
+            channels_last=channels_last or None,
+            parallel=parallel,
+            **{
+                k: v
+                for k, v in (
+                    ("nproc", nproc),
+                    ("microbatches", microbatches),
+                    ("pipeline_schedule", pipeline_schedule),
+                    ("timeout_s", timeout),
+                )
+                if v is not None
+            },
+        )
+    except (UsageError, ValueError) as exc:
+        raise usage_error(_flag_names(str(exc))) from None
+    typer.echo(f"profiling {plan.describe()} into {plan.out_dir}", err=True)
+    from bench.profile.scenario import ParallelProfileError, ParallelProfileResult
+
+    try:
+        res = plan.run()
+    except KeyboardInterrupt:
+        typer.secho("interrupted: no profile written", err=True)
+        raise typer.Exit(130) from None
+    except ParallelProfileError as exc:
+        typer.secho(f"error: parallel profile failed: {' '.join(str(exc).split())}", err=True)
+        raise typer.Exit(1) from None
+    if isinstance(res, ParallelProfileResult):
+        _echo_parallel(res)
+        return
+    s = res.summary
+    typer.echo(f"{s.get('active_steps')} active step(s), {s.get('step_time_ms', 0.0):.4g} ms per step")
+    shares = sorted(s.get("categories", {}).items(), key=lambda kv: -kv[1])
+    typer.echo("time: " + ", ".join(f"{name} {share:.0%}" for name, share in shares if share >= 0.005))
+    labels = [
+        ("tensorboard trace", res.tensorboard_trace),
+        ("chrome trace", res.chrome_trace),
+        ("top operators", res.top_ops_csv),
+        ("top operators", res.top_ops_md),
+        ("summary", res.summary_json),
+        ("memory timeline", res.memory_timeline),
+        ("memory timeline data", res.memory_timeline_data),
+        ("HTA breakdown", res.hta_json),
+    ]
+    for label, path in labels:
+        if path is not None:
+            typer.echo(f"wrote {label}: {path}")
+    typer.echo(f"note: {res.memory_timeline_note}")
+    for note in res.notes:
+        typer.echo(f"note: {note}")
+    typer.echo(f"open: tensorboard --logdir {res.out_dir}   (the torch-tb-profiler plugin)")
+    typer.echo(f"report: dlbench report RESULTS.csv --profile {res.artifacts_dir}")
+
+
+def _shares(summary: dict[str, Any]) -> str:
+    shares = sorted(summary.get("categories", {}).items(), key=lambda kv: -kv[1])
+    return ", ".join(f"{name} {share:.0%}" for name, share in shares if share >= 0.005)
+
+
+def _echo_parallel(res: Any) -> None:
+    """What a parallel profile wrote: each rank's step time, shares and files."""
+    for r in res.ranks:
+        s = r.get("summary") or {}
+        typer.echo(
+            f"rank {r['rank']}: {s.get('active_steps')} active step(s), "
+            f"{s.get('step_time_ms', 0.0):.4g} ms per step; time: {_shares(s)}"
+        )
+    for r in res.ranks:
+        for label, key in (
+            ("tensorboard trace", "tensorboard_trace"),
+            ("chrome trace", "chrome_trace"),
+            ("top operators", "top_ops_csv"),
+            ("top operators", "top_ops_md"),
+            ("summary", "summary_json"),
+            ("memory timeline", "memory_timeline"),
+            ("memory timeline data", "memory_timeline_data"),
+        ):
+            if r.get(key):
+                typer.echo(f"wrote rank {r['rank']} {label}: {r[key]}")
+    for note in res.notes:
+        typer.echo(f"note: {note}")
+    workers = ", ".join(str(r.get("worker_name")) for r in res.ranks)
+    typer.echo(f"open: tensorboard --logdir {res.out_dir}   (torch-tb-profiler workers {workers})")
+    typer.echo(f"report: dlbench report RESULTS.csv --profile {res.out_dir}   (every rank; or DIR/rank<r>)")

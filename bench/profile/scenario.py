@@ -1,0 +1,362 @@
+"""Profile one configuration of a scenario, named with ``dlbench run``'s options.
+
+    plan = plan_profile("attention", preset="tiny", precision="amp-bf16", out_dir="reports/att")
+    res = plan.run()          # bench.profile.trace.ProfileResult; == profile_scenario(...)
+
+    # the CLI's way: run options as ``dlbench run`` / ``bench.api.run`` spell them (RunRequest fields)
+    plan = plan_from_run_options("attention", out_dir="reports/att", preset="tiny", amp=True)
+
+``plan_profile`` checks everything before any work (nothing is built, nothing is written): the
+scenario, preset, mode, device, the precision / checkpointing combination (``skip_reason``), every
+parameter (parsed to the config field's type, range-checked by the config), the profiler schedule
+and the output folder. Bad input raises ``bench.errors.UsageError`` (a ``ValueError``) naming the
+argument; the CLI turns it into exit 2.
+
+``plan_from_run_options`` parses the options through ``bench.run.request.RunRequest`` (the same
+parsing and constraints as ``dlbench run``), then asks for one configuration: one mode, one
+precision (``amp=True`` means the device's preferred AMP, as in ``dlbench run``), one checkpointing
+value, one value per parameter, and one ``parallel`` strategy (one pipeline schedule).
+
+A parallel plan (``parallel`` ddp / fsdp / pipeline / dp, ``nproc`` ranks on one node) runs as one
+torchrun job through ``dlbench run``'s launcher (``bench.run.launch.profile_parallel``: same
+rendezvous, ``timeout_s`` per job, failed or hung ranks killed): every rank builds its step and
+applies the strategy exactly as for timing (``bench.run.parallel.build_parallel_step``), then runs
+``profile_step(step, out_dir=out_dir, rank=r)``. ``out_dir`` gets one TensorBoard trace per rank
+(``rank<r>.<time_ns>.pt.trace.json``, worker ``rank<r>`` in torch-tb-profiler) and each rank's
+tables and ``summary.json`` in ``out_dir/rank<r>/``. ``run()`` then returns a
+``ParallelProfileResult``; a rank that fails or a job past the timeout raises
+``ParallelProfileError`` (one line: which rank, why), with nothing of the job left running.
+
+The build is exactly ``dlbench run``'s: ``bench.workload.build_step`` (seeded build, channels_last,
+checkpointing applied from outside, the precision's autocast) under ``cuda_device_current``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bench.errors import UsageError
+from bench.profile.trace import SCHEDULE_DEFAULTS, ProfileResult, check_schedule, profile_step
+from bench.registry import BuildContext, ScenarioSpec, get_scenario
+
+__all__ = [
+    "PROFILE_RUN_OPTIONS",
+    "ParallelProfileError",
+    "ParallelProfileResult",
+    "ProfilePlan",
+    "check_out_dir",
+    "plan_from_run_options",
+    "plan_profile",
+    "profile_scenario",
+]
+
+# the RunRequest fields that mean something for one profiled configuration
+PROFILE_RUN_OPTIONS: tuple[str, ...] = (
+    "preset",
+    "modes",
+    "precisions",
+    "amp",
+    "checkpointing",
+    "params",
+    "device",
+    "seed",
+    "channels_last",
+    "parallel",
+    "nproc",
+    "microbatches",
+    "pipeline_schedule",
+    "timeout_s",
+)
+
+
+class ParallelProfileError(RuntimeError):
+    """A parallel profiling job gave no whole result: ``status`` (error, oom, timeout, skipped) and why."""
+
+    def __init__(self, status: str, reason: str) -> None:
+        super().__init__(f"{status}: {reason}" if reason else status)
+        self.status = status
+        self.reason = reason
+
+
+@dataclass
+class ParallelProfileResult:
+    """What every rank of a parallel profile wrote (``ranks``: one record per rank, in rank order).
+
+    Each record holds the rank's paths (``tensorboard_trace``, ``chrome_trace``, ``summary_json``,
+    ``top_ops_csv``, ``top_ops_md``, ``memory_timeline``, ...; str or None), ``artifacts_dir``
+    (``out_dir/rank<r>``), ``worker_name`` (``rank<r>``) and ``summary`` (the summary.json contract).
+    """
+
+    out_dir: Path  # the TensorBoard logdir, shared by every rank's trace
+    parallel: str
+    world_size: int
+    ranks: list[dict[str, Any]]
+    notes: list[str] = field(default_factory=list)
+    elapsed_s: float = 0.0
+
+
+@dataclass(frozen=True)
+class ProfilePlan:
+    """One checked configuration to profile; ``run()`` builds it and profiles it."""
+
+    spec: ScenarioSpec
+    config: Any  # the scenario's config dataclass, preset and parameters applied
+    ctx: BuildContext
+    precision: str
+    checkpointing: str
+    out_dir: Path
+    profile_kw: dict[str, Any] = field(default_factory=dict)  # profile_step's keywords
+    parallel: Any = None  # bench.run.grid.RunConfig of a parallel plan; None: this process
+    options: Any = None  # bench.run.request.RunRequest of a parallel plan (timeout_s, rendezvous)
+
+    @property
+    def device(self) -> str:
+        return self.ctx.device
+
+    @property
+    def mode(self) -> str:
+        return self.ctx.mode
+
+    def describe(self) -> str:
+        """``attention train amp-bf16 ckpt=none on cpu``: the configuration in one line."""
+        text = f"{self.spec.name} {self.mode} {self.precision} ckpt={self.checkpointing} on {self.device}"
+        if self.parallel is not None:
+            cfg = self.parallel
+            shape = f"{cfg.pipeline_schedule},m={cfg.microbatches}," if cfg.parallel == "pipeline" else ""
+            text += f", {cfg.parallel}({shape}ws={cfg.world_size})"
+        return text
+
+    def run(self) -> ProfileResult | ParallelProfileResult:
+        """Profile here (``ProfileResult``), or as a torchrun job when the plan is parallel."""
+        if self.parallel is not None:
+            return self._run_parallel()
+        from bench.run.measure import cuda_device_current
+        from bench.workload import build_step
+
+        with cuda_device_current(self.device):
+            _, step = build_step(
+                self.spec, self.config, self.ctx, precision=self.precision, checkpointing=self.checkpointing
+            )
+            return profile_step(step, device=self.device, out_dir=self.out_dir, **self.profile_kw)
+
+    def _run_parallel(self) -> ParallelProfileResult:
+        from bench.run.launch import profile_parallel
+
+        out = self.out_dir.resolve()
+        out.mkdir(parents=True, exist_ok=True)
+        outcome = profile_parallel(self.parallel, self.options, out_dir=out, profile_kw=self.profile_kw)
+        if outcome.status != "ok":
+            raise ParallelProfileError(outcome.status, outcome.reason)
+        return ParallelProfileResult(
+            out_dir=out,
+            parallel=self.parallel.parallel,
+            world_size=self.parallel.world_size,
+            ranks=list(outcome.measurement),
+            notes=[n for n in outcome.reason.split("; ") if n],
+            elapsed_s=outcome.elapsed_s,
+        )
+
+
+def check_out_dir(out_dir: str | os.PathLike[str], *, label: str = "out_dir") -> Path:
+    """``out_dir`` as a Path when a folder can be made there; ``UsageError`` when it or a parent is a file."""
+    path = Path(out_dir).expanduser()
+    if path.exists() and not path.is_dir():
+        raise UsageError(f"{label}: {path} is a file; give a folder")
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise UsageError(f"{label}: {parent} is a file, so {path} cannot be a folder")
+            break
+    return path
+
+
+def plan_profile(
+    scenario: str,
+    *,
+    preset: str = "default",
+    mode: str = "train",
+    precision: str = "fp32",
+    checkpointing: str = "none",
+    params: Mapping[str, Any] | None = None,
+    device: str = "cpu",
+    seed: int = 0,
+    channels_last: bool = False,
+    out_dir: str | os.PathLike[str],
+    **profile_kw: Any,
+) -> ProfilePlan:
+    """Check one configuration and the profiler options; ``UsageError`` before any work.
+
+    ``params`` values may be strings (from a CLI) or typed values; they are parsed to the config's
+    field types. ``profile_kw`` goes to ``profile_step`` (``wait``, ``warmup``, ``active``,
+    ``with_stack``, ``rank``, ...); ``scenario`` defaults to the scenario's name.
+    """
+    from bench.run.grid import skip_reason
+    from bench.run.plan import check_device
+
+    try:
+        spec = get_scenario(scenario)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    if preset not in spec.presets:
+        raise UsageError(f"--preset: unknown preset {preset!r}; {spec.name!r} has {sorted(spec.presets)}")
+    if mode not in spec.modes:
+        raise UsageError(f"mode: scenario {scenario!r} supports modes {list(spec.modes)}, not {mode!r}")
+    if mode in spec.unsupported_modes:
+        raise UsageError(f"mode {mode!r}: {spec.unsupported_modes[mode]}")
+    device = check_device(device)
+    reason = skip_reason(device, mode, precision, checkpointing)
+    if reason:
+        raise UsageError(reason)
+    schedule = {name: profile_kw.get(name, default) for name, default in SCHEDULE_DEFAULTS.items()}
+    check_schedule(**schedule, rank=profile_kw.get("rank"))
+    out = check_out_dir(out_dir)
+    try:
+        overrides = {name: spec.coerce(name, value) for name, value in (params or {}).items()}
+        cfg = spec.make_config(preset, **overrides)
+    except (TypeError, ValueError) as exc:
+        raise UsageError(str(exc)) from None
+    ctx = BuildContext(device=device, mode=mode, seed=seed, channels_last=channels_last)
+    kw = dict(profile_kw)
+    kw.setdefault("scenario", scenario)
+    return ProfilePlan(spec, cfg, ctx, precision, checkpointing, out, kw)
+
+
+def _one(label: str, values: Any) -> Any:
+    values = list(dict.fromkeys(values))
+    if len(values) != 1:
+        raise UsageError(
+            f"{label}: dlbench profile traces one configuration; got {len(values)} values {values} "
+            "(a comma list is a grid axis of `dlbench run`)"
+        )
+    return values[0]
+
+
+def plan_from_run_options(
+    scenario: str | None,
+    *,
+    out_dir: str | os.PathLike[str],
+    profile_kw: Mapping[str, Any] | None = None,
+    **options: Any,
+) -> ProfilePlan:
+    """``plan_profile`` from ``dlbench run``'s options (``RunRequest`` fields; None = not given).
+
+    ``modes`` defaults to ``"train"`` (forward, backward and optimizer phases in the trace). Any
+    option that would make a grid (two modes, ``--precision fp32 --amp``, ``-p seq_len=64,128``,
+    two strategies or pipeline schedules) is a ``UsageError``. One parallel strategy makes a
+    parallel plan (``nproc`` ranks on this node, ``timeout_s`` for the job); a configuration that
+    ``dlbench run`` would skip (an uneven batch split, 1F1B with too few micro-batches, more ranks
+    than GPUs, ...) is a ``UsageError`` too.
+    """
+    from bench.run.plan import check_device, default_device, make_request
+    from bench.workload import preferred_amp
+
+    unknown = sorted(set(options) - set(PROFILE_RUN_OPTIONS))
+    if unknown:
+        raise TypeError(f"not a profile option: {unknown}; expected some of {list(PROFILE_RUN_OPTIONS)}")
+    if options.get("modes") is None:
+        options["modes"] = "train"
+    req = make_request(scenario, **options)
+    if req.scenario is None:
+        raise UsageError("scenario: give a scenario name (see `dlbench list`)")
+    parallel = _one("--parallel", req.parallel)
+    if parallel != "none" and (req.nnodes != 1 or req.rdzv_endpoint is not None):
+        raise UsageError(
+            "--nnodes: dlbench profile runs a parallel profile on one node; use `dlbench run` across nodes"
+        )
+    device = check_device(req.device if req.device is not None else default_device())
+    precisions = list(req.precisions) if req.precisions is not None else ([] if req.amp else ["fp32"])
+    if req.amp:
+        precisions.append(preferred_amp(device))
+    params = {name: _one(name, values) for name, values in req.params.items()}
+    plan = plan_profile(
+        req.scenario,
+        preset=req.preset,
+        mode=_one("--mode", req.modes),
+        precision=_one("--precision/--amp", precisions),
+        checkpointing=_one("--checkpointing", req.checkpointing),
+        params=params,
+        device=device,
+        seed=req.seed,
+        channels_last=req.channels_last,
+        out_dir=out_dir,
+        **dict(profile_kw or {}),
+    )
+    if parallel == "none":
+        return plan
+    return _parallel_plan(plan, req, parallel)
+
+
+def _parallel_plan(plan: ProfilePlan, req: Any, parallel: str) -> ProfilePlan:
+    """``plan`` as one torchrun job of ``parallel`` (the ``RunConfig`` ``dlbench run`` would launch)."""
+    import dataclasses
+
+    from bench.run.grid import config_skip_reason, expand_grid
+
+    if plan.profile_kw.get("rank") is not None or plan.profile_kw.get("worker_name") is not None:
+        raise UsageError(f"rank: a --parallel {parallel} profile names every rank itself (rank<r>)")
+    schedule = _one("--pipeline-schedule", req.pipeline_schedule) if parallel == "pipeline" else "gpipe"
+    spec = plan.spec
+    axes = {name: [getattr(plan.config, name)] for name in spec.parameters()}
+    try:
+        (cfg,) = expand_grid(
+            spec,
+            preset=req.preset,
+            modes=[plan.mode],
+            precisions=[plan.precision],
+            checkpointing=[plan.checkpointing],
+            axes=axes,
+            device=plan.device,
+            seed=plan.ctx.seed,
+            channels_last=plan.ctx.channels_last,
+            parallel=[parallel],
+            nproc=req.nproc,
+            nnodes=1,
+            microbatches=req.microbatches,
+            pipeline_schedule=[schedule],
+        )
+    except (TypeError, ValueError) as exc:
+        raise UsageError(f"{spec.name}: invalid configuration: {exc}") from None
+    reason = config_skip_reason(spec, cfg)
+    if reason:
+        raise UsageError(f"--parallel {parallel}: {reason}")
+    return dataclasses.replace(plan, parallel=cfg, options=req)
+
+
+def profile_scenario(
+    scenario: str,
+    *,
+    preset: str = "default",
+    mode: str = "train",
+    precision: str = "fp32",
+    checkpointing: str = "none",
+    params: Mapping[str, Any] | None = None,
+    device: str = "cpu",
+    seed: int = 0,
+    channels_last: bool = False,
+    out_dir: str | os.PathLike[str],
+    **profile_kw: Any,
+) -> ProfileResult:
+    """Build the configuration exactly as ``dlbench run`` measures it, then ``profile_step`` it.
+
+    ``plan_profile(...).run()``: bad input raises ``bench.errors.UsageError`` (a ``ValueError``)
+    before anything is built or written.
+    """
+    res = plan_profile(
+        scenario,
+        preset=preset,
+        mode=mode,
+        precision=precision,
+        checkpointing=checkpointing,
+        params=params,
+        device=device,
+        seed=seed,
+        channels_last=channels_last,
+        out_dir=out_dir,
+        **profile_kw,
+    ).run()
+    assert isinstance(res, ProfileResult)  # plan_profile plans one process
+    return res
