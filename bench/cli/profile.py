@@ -199,7 +199,9 @@ def profile_cmd(
         typer.secho("interrupted: no profile written", err=True)
         raise typer.Exit(130) from None
     except ParallelProfileError as exc:
-        typer.secho(f"error: parallel profile failed: {' '.join(str(exc).split())}", err=True)
+        typer.secho(
+            f"error: parallel profile failed ({exc.status}): {' '.join(exc.reason.split())}", err=True
+        )
         raise typer.Exit(1) from None
     if isinstance(res, ParallelProfileResult):
         _echo_parallel(res)

@@ -66,7 +66,10 @@ def report_cmd(
         list[Path] | None,
         typer.Option(
             "--profile",
-            help="Folder written by `dlbench profile` (its summary.json goes in the page). Repeatable.",
+            help=(
+                "Folder written by `dlbench profile` (its summary.json), or a --parallel profile's "
+                "folder (one profile per rank<r>/). Repeatable."
+            ),
         ),
     ] = None,
     title: Annotated[str, typer.Option("--title", help="Title of the report.")] = "dlbench report",

@@ -210,6 +210,18 @@ def _source_name(results: Sequence[Path], path: Path) -> str:
     return path.name if names.count(path.name) == 1 else str(path)
 
 
+def _rank_folders(folder: Path) -> list[Path]:
+    """``folder``, or its ``rank<r>`` folders (rank order) when it is a parallel profile's top folder."""
+    if (folder / "summary.json").exists():
+        return [folder]
+    ranks = [
+        (int(p.name[4:]), p)
+        for p in folder.glob("rank*")
+        if p.name[4:].isdigit() and (p / "summary.json").is_file()
+    ]
+    return [p for _, p in sorted(ranks)] or [folder]
+
+
 def _profile_line(p: Profile) -> str:
     """``- attention on cpu, step 12.3 ms (reports/x): matmul 41%, attention 18%, ...`` (largest first)."""
     step = f", step {p.step_time_ms:.4g} ms" if p.step_time_ms is not None else ""
@@ -244,7 +256,9 @@ def build_report(
 
     ``results``: CSVs of ``dlbench run`` (each needs an ok row); ``compare_json``: ``dlbench compare``
     JSON files, one forest plot each; ``profile_dirs``: folders holding a profile's
-    ``summary.json`` (a missing or malformed one is a note, not an error).
+    ``summary.json`` (a missing or malformed one is a note, not an error). A parallel profile's
+    folder (``dlbench profile --parallel``: no summary.json of its own, one ``rank<r>/summary.json``
+    per rank) stands for its ranks, one profile each in rank order; a ``rank<r>`` folder alone is one.
     """
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
@@ -292,8 +306,8 @@ def build_report(
         )
 
     profiles: list[Profile] = []
-    for d in profile_dirs:
-        p = read_profile(Path(d))
+    for folder in [r for d in profile_dirs for r in _rank_folders(Path(d))]:
+        p = read_profile(folder)
         if isinstance(p, str):
             res.notes.append(p)
         else:

@@ -51,6 +51,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -333,6 +334,21 @@ def collect(cfg: RunConfig, outdir: Path, rc: int, log: Path, elapsed_s: float) 
     if rc == 0 and job and len(job.get("ranks", [])) == _nranks(cfg):
         m = merge_ranks(cfg, job["ranks"])
         return Outcome("ok", "; ".join(m.notes), m, elapsed_s)
+    return _failed(cfg, outdir, rc, log, elapsed_s)
+
+
+def collect_profile(cfg: RunConfig, outdir: Path, rc: int, log: Path, elapsed_s: float) -> Outcome:
+    """The ``Outcome`` of a finished profiling job: ``measurement`` is every rank's record, in rank order."""
+    job = _read_json(outdir / "job.json")
+    if rc == 0 and job and len(job.get("ranks", [])) == _nranks(cfg):
+        ranks = sorted(job["ranks"], key=lambda d: int(d.get("rank", 0)))
+        notes = [f"rank {d['rank']}: {n}" for d in ranks for n in d.get("notes", [])]
+        return Outcome("ok", "; ".join(notes), ranks, elapsed_s)
+    return _failed(cfg, outdir, rc, log, elapsed_s)
+
+
+def _failed(cfg: RunConfig, outdir: Path, rc: int, log: Path, elapsed_s: float) -> Outcome:
+    """The ``Outcome`` of a job that gave no whole result: the root cause, from the ranks and the agent."""
     ranks = sorted(
         (d for p in outdir.glob("rank*.json") if isinstance(d := _read_json(p), dict)),
         key=lambda d: int(d.get("rank", 0)),
@@ -390,6 +406,36 @@ def _nranks(cfg: RunConfig) -> int:
 
 def run_parallel(cfg: RunConfig, options: RunRequest, *, device_name: str | None = None) -> Outcome:
     """Measure ``cfg`` as one torchrun job; never raises for what happens in the job."""
+    payload = {"config": cfg.to_json(), "request": options.to_dict(), "device_name": device_name}
+    return _run_job(cfg, options, payload, collect)
+
+
+def profile_parallel(
+    cfg: RunConfig, options: RunRequest, *, out_dir: Path, profile_kw: dict[str, Any] | None = None
+) -> Outcome:
+    """Profile ``cfg`` as one torchrun job: every rank runs ``profile_step(rank=r)`` into ``out_dir``.
+
+    The same launch, timeout and failure handling as ``run_parallel`` (``bench.run.rank_worker``'s
+    ``profile`` task builds and applies the strategy exactly as for timing). ``ok``: the outcome's
+    ``measurement`` is the list of every rank's record (paths written, its ``summary.json`` contract),
+    in rank order. Never raises for what happens in the job.
+    """
+    payload = {
+        "config": cfg.to_json(),
+        "request": options.to_dict(),
+        "task": "profile",
+        "profile": {"out_dir": str(Path(out_dir).resolve()), "kw": dict(profile_kw or {})},
+    }
+    return _run_job(cfg, options, payload, collect_profile)
+
+
+def _run_job(
+    cfg: RunConfig,
+    options: RunRequest,
+    payload: dict[str, Any],
+    finish: Callable[[RunConfig, Path, int, Path, float], Outcome],
+) -> Outcome:
+    """Run one torchrun job of ``bench.run.rank_worker`` on ``payload``; ``finish`` reads its result."""
     t0 = time.perf_counter()
     deadline = t0 + options.timeout_s
     attempt = 0
@@ -398,7 +444,6 @@ def run_parallel(cfg: RunConfig, options: RunRequest, *, device_name: str | None
         with tempfile.TemporaryDirectory(prefix="dlbench-par-") as tmp:
             req, outdir, log = Path(tmp, "request.json"), Path(tmp, "out"), Path(tmp, "agent.log")
             outdir.mkdir()
-            payload = {"config": cfg.to_json(), "request": options.to_dict(), "device_name": device_name}
             req.write_text(json.dumps(payload, default=str), encoding="utf-8")
             argv = [sys.executable, "-m", "bench.run.launch", "--parent-pid", str(os.getpid()), "--"]
             job = _Job([*argv, *torchrun_args(cfg, options, req, outdir)], job_env(cfg, options), log)
@@ -422,7 +467,7 @@ def run_parallel(cfg: RunConfig, options: RunRequest, *, device_name: str | None
             if rc != 0 and not started and attempt < 3 and deadline - time.perf_counter() > 5:
                 time.sleep(1.0)  # the rendezvous failed before any rank ran: try again
                 continue
-            return collect(cfg, outdir, rc, log, elapsed)
+            return finish(cfg, outdir, rc, log, elapsed)
 
 
 def main(argv: list[str] | None = None) -> int:

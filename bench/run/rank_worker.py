@@ -17,6 +17,11 @@ torchrun (``bench.run.launch``) starts this on every rank with ``RANK``, ``WORLD
 so a timeout can say where each rank was. A rank that fails writes its ``rank<R>.json``
 (``error``, ``oom`` or ``skipped``) and exits non-zero at once (``os._exit``, without tearing down the
 group a peer may be blocked in): torchrun then stops the other ranks and the parent reads the reason.
+
+The request's ``task`` is ``time`` (the above; the default) or ``profile`` (``dlbench profile
+--parallel``, from ``bench.run.launch.profile_parallel``): step 3 becomes the same build and strategy,
+then ``bench.profile.trace.profile_step(step, out_dir=..., rank=R)`` (``profile_rank``), and
+``rank<R>.json`` / ``job.json`` hold the paths written and each rank's summary.
 """
 
 from __future__ import annotations
@@ -158,6 +163,60 @@ def measure_rank(
     }
 
 
+def profile_rank(
+    cfg: Any,
+    *,
+    rank: int,
+    world_size: int,
+    local_rank: int,
+    phase: _Phase,
+    out_dir: str,
+    profile_kw: dict[str, Any],
+) -> dict[str, Any]:
+    """The ``profile`` task: build and apply the strategy as ``measure_rank`` does, then profile the step.
+
+    ``bench.profile.trace.profile_step(step, out_dir=out_dir, rank=rank, ...)``: this rank's
+    TensorBoard trace (worker ``rank<r>``) in ``out_dir``, its tables and ``summary.json`` in
+    ``out_dir/rank<r>``. Every rank runs the same ``wait + warmup + active`` steps, so the collectives
+    match. Returns the paths written and the summary, JSON-ready.
+    """
+    from bench.profile.trace import profile_step
+    from bench.run.parallel import build_parallel_step, rank_device
+
+    device = rank_device(cfg, local_rank)
+    phase("build")
+    _workload, step, info = build_parallel_step(cfg, rank=rank, world_size=world_size, device=device)
+    phase("profile")
+    kw = {k: v for k, v in profile_kw.items() if k not in ("rank", "worker_name")}
+    res = profile_step(step, device=device, out_dir=out_dir, rank=rank, **kw)
+
+    def path(p: Any) -> str | None:
+        return str(p) if p is not None else None
+
+    return {
+        "rank": rank,
+        "local_rank": local_rank,
+        "host": socket.gethostname(),
+        "device": device,
+        "status": "ok",
+        "reason": "",
+        "stage_index": info.stage_index,
+        "worker_name": res.worker_name,
+        "out_dir": str(res.out_dir),
+        "artifacts_dir": str(res.artifacts_dir),
+        "tensorboard_trace": str(res.tensorboard_trace),
+        "chrome_trace": str(res.chrome_trace),
+        "top_ops_csv": str(res.top_ops_csv),
+        "top_ops_md": str(res.top_ops_md),
+        "summary_json": str(res.summary_json),
+        "memory_timeline": path(res.memory_timeline),
+        "memory_timeline_data": path(res.memory_timeline_data),
+        "memory_timeline_note": res.memory_timeline_note,
+        "summary": res.summary,
+        "notes": list(res.notes),
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``python -m bench.run.rank_worker REQUEST.json OUTDIR`` (under torchrun)."""
     args = sys.argv[1:] if argv is None else argv
@@ -195,16 +254,27 @@ def main(argv: list[str] | None = None) -> int:
     try:
         dist.init_process_group("nccl" if cuda else "gloo", timeout=timeout)
         ctrl = dist.new_group(backend="gloo", timeout=timeout)  # control messages, beside the data plane
-        result = measure_rank(
-            cfg,
-            req,
-            rank=rank,
-            world_size=world_size,
-            local_rank=local_rank,
-            phase=phase,
-            ctrl=ctrl,
-            device_name=request.get("device_name"),
-        )
+        if request.get("task", "time") == "profile":  # dlbench profile --parallel (launch.profile_parallel)
+            result = profile_rank(
+                cfg,
+                rank=rank,
+                world_size=world_size,
+                local_rank=local_rank,
+                phase=phase,
+                out_dir=request["profile"]["out_dir"],
+                profile_kw=dict(request["profile"].get("kw") or {}),
+            )
+        else:
+            result = measure_rank(
+                cfg,
+                req,
+                rank=rank,
+                world_size=world_size,
+                local_rank=local_rank,
+                phase=phase,
+                ctrl=ctrl,
+                device_name=request.get("device_name"),
+            )
     except ParallelUnsupported as exc:
         result = {"rank": rank, "status": "skipped", "reason": str(exc), "t": time.time()}
     except Exception as exc:

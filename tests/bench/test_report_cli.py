@@ -193,7 +193,7 @@ def test_profile_without_stacks_says_why_there_is_no_memory_timeline(tmp_path: P
 @pytest.mark.parametrize(
     ("args", "named"),
     [
-        (["attention", "--parallel", "ddp"], "--parallel ddp: dlbench profile traces one process"),
+        (["attention", "--parallel", "ddp,fsdp"], "--parallel: dlbench profile traces one configuration"),
         (["attention", "--mode", "forward,train"], "--mode: dlbench profile traces one configuration"),
         (["attention", "--precision", "fp32", "--amp"], "--precision/--amp:"),
         (["attention", "--seq-len", "16,32"], "seq_len: dlbench profile traces one configuration"),
