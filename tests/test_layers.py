@@ -44,6 +44,8 @@ TORCH_FREE = [
     "import bench.profile, bench.profile.summary, bench.profile.hta",
     "import bench.errors, bench.constraints, bench.registry",
     "import bench.run.request, bench.run.sweep, bench.run.grid",
+    "import bench.gate, bench.gate.perf, bench.gate.baseline, bench.gate.interleave",
+    "import bench.results.compare, bench.results.pytest_benchmark",
 ]
 
 
