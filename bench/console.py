@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -64,12 +65,15 @@ class RunProgress:
     def done(self, i: int, cfg: RunConfig, row: dict[str, Any] | None) -> None:
         label = cfg.label(self.varying)
         if row is None:
-            self.progress.console.print(f"  [dim]{label}: already in the file (--resume), not run again[/]")
+            self.progress.console.print(
+                f"  [dim]{escape(label)}: already in the file (--resume), not run again[/]"
+            )
         else:
             status = row["status"]
             style = _STATUS_STYLE.get(status, "white")
             detail = fmt_time(row) if status == "ok" else (row.get("reason") or "")[:120]
-            self.progress.console.print(f"  {label}: [{style}]{status}[/] {detail}")
+            # labels and reasons are data, not markup: "[/tmp/x]" in a reason would break rich
+            self.progress.console.print(f"  {escape(label)}: [{style}]{status}[/] {escape(detail)}")
         self.progress.advance(self.task)
 
 
@@ -99,7 +103,7 @@ def summary_table(summary: RunSummary) -> Table:
         flag = " [yellow](noisy)[/]" if row.get("noisy") else ""
         unit = row.get("throughput_unit") or ""
         table.add_row(
-            label,
+            escape(label),
             f"[{style}]{status}[/]{flag}",
             fmt_time(row, unit=False),
             fmt_si(row.get("throughput"), unit),
@@ -117,7 +121,7 @@ def print_summary(summary: RunSummary, console: Console | None = None) -> None:
     for row in summary.noisy:
         why = row.get("reason") or "CI wider than the target"
         con.print(
-            f"[bold yellow]WARNING[/]: {_label(summary, row)} is too noisy to trust ({why}); "
+            f"[bold yellow]WARNING[/]: {escape(_label(summary, row))} is too noisy to trust ({escape(why)}); "
             "rerun on a quieter machine or raise --max-time",
             soft_wrap=True,
         )
@@ -125,14 +129,15 @@ def print_summary(summary: RunSummary, console: Console | None = None) -> None:
         if row["status"] != "ok" and row.get("reason"):
             style = _STATUS_STYLE.get(row["status"], "white")
             con.print(
-                f"[{style}]{row['status']}[/] {_label(summary, row)}: {row['reason']}",
+                f"[{style}]{row['status']}[/] {escape(_label(summary, row))}: {escape(str(row['reason']))}",
                 soft_wrap=True,
             )
     counts = ", ".join(f"{n} {s}" for s, n in sorted(summary.counts.items()))
     if summary.resumed:
         counts += f"{', ' if counts else ''}{summary.resumed} already done (--resume)"
     con.print(
-        f"{len(summary.rows)} row(s) written ({counts or 'none'}) to {summary.csv_path}", soft_wrap=True
+        f"{len(summary.rows)} row(s) written ({counts or 'none'}) to {escape(str(summary.csv_path))}",
+        soft_wrap=True,
     )
     if summary.samples_path.exists():
-        con.print(f"raw samples: {summary.samples_path}", soft_wrap=True)
+        con.print(f"raw samples: {escape(str(summary.samples_path))}", soft_wrap=True)
