@@ -102,10 +102,10 @@ def gate_cmd(
     scenario: Annotated[str, typer.Argument(help="Scenario name (see `dlbench list`).")],
     base: Annotated[
         str | None,
-        typer.Option("--base", help="BASE: a git ref (temporary worktree) or a directory. [default: .]"),
+        typer.Option("--base", help="BASE: a git ref (temporary worktree) or a directory. \\[default: .]"),
     ] = None,
     new: Annotated[
-        str | None, typer.Option("--new", help="NEW: a git ref or a directory. [default: .]")
+        str | None, typer.Option("--new", help="NEW: a git ref or a directory. \\[default: .]")
     ] = None,
     base_param: Annotated[
         list[str] | None,
@@ -123,17 +123,17 @@ def gate_cmd(
         list[str] | None, typer.Option("--param", "-p", help="KEY=VALUE for both sides.")
     ] = None,
     preset: Annotated[
-        str | None, typer.Option("--preset", help="tiny, default, large. [default: default]")
+        str | None, typer.Option("--preset", help="tiny, default, large. \\[default: default]")
     ] = None,
-    mode: Annotated[str | None, typer.Option("--mode", help="forward or train. [default: train]")] = None,
+    mode: Annotated[str | None, typer.Option("--mode", help="forward or train. \\[default: train]")] = None,
     precision: Annotated[
-        str | None, typer.Option("--precision", help="fp32, amp-bf16, amp-fp16. [default: fp32]")
+        str | None, typer.Option("--precision", help="fp32, amp-bf16, amp-fp16. \\[default: fp32]")
     ] = None,
     checkpointing: Annotated[
-        str | None, typer.Option("--checkpointing", help="none or full. [default: none]")
+        str | None, typer.Option("--checkpointing", help="none or full. \\[default: none]")
     ] = None,
     device: Annotated[
-        str | None, typer.Option("--device", help="cpu, cuda, cuda:N. [default: cuda if available]")
+        str | None, typer.Option("--device", help="cpu, cuda, cuda:N. \\[default: cuda if available]")
     ] = None,
     threshold: Annotated[
         str, typer.Option("--threshold", help="Slowdown that counts as a regression: 5% or 0.05.")
@@ -221,7 +221,7 @@ baseline_app = typer.Typer(
 app.add_typer(baseline_app, name="baseline")
 
 _BASELINE_OPT = typer.Option(
-    "--baseline", help="The baseline file. [default: results/baseline/baseline.json]"
+    "--baseline", help="The baseline file. \\[default: results/baseline/baseline.json]"
 )
 
 
@@ -246,10 +246,10 @@ def baseline_check_cmd(
     raise typer.Exit(0 if report.ok else 1)
 
 
-_PERF_OPT = typer.Option("--perf", help="The reference ratios file. [default: results/baseline/perf.json]")
+_PERF_OPT = typer.Option("--perf", help="The reference ratios file. \\[default: results/baseline/perf.json]")
 _CHECK_OPT = typer.Option(
     "--check",
-    help="Only this timing check: attention, optimizer or checkpointing (repeatable). [default: all]",
+    help="Only this timing check: attention, optimizer or checkpointing (repeatable). \\[default: all]",
 )
 
 
