@@ -112,6 +112,22 @@ def _bars(row: Any) -> tuple[list[tuple[str, dict[str, float]]], bool]:
     return out, inferred
 
 
+def _wrap_group_names(
+    names: list[str], widths: list[float], *, total: float, fig_width_in: float
+) -> list[str]:
+    """Each configuration's name broken into lines no wider than its group of bars (9 pt text).
+
+    A forward-only row has one bar, so its one-line name would run into its neighbours' names.
+    """
+    import textwrap
+
+    chars_per_unit = fig_width_in * 72 * 0.85 / max(total, 1.0) / (9 * 0.6)
+    return [
+        textwrap.fill(n, width=max(6, int(chars_per_unit * w)), break_long_words=False)
+        for n, w in zip(names, widths, strict=True)
+    ]
+
+
 def memory_figure(df: Any, notes: list[str] | None = None) -> Any:
     """4. Memory at each phase's peak (forward, backward, optimizer), stacked by category."""
     lacking = missing_columns(df, [*CATEGORY_COLUMNS, "mem_fwd_peak_bytes"])
@@ -137,7 +153,7 @@ def memory_figure(df: Any, notes: list[str] | None = None) -> Any:
             note(notes, f"memory: {title}: showing the first {MAX_CONFIGS} of {len(sub)} configurations")
         sub = sub.iloc[:MAX_CONFIGS]
         cols = [c for c in varying(sub) if c != "scenario"]
-        pos, ticks, centers, names, stacks = 0.0, [], [], [], []
+        pos, ticks, centers, names, widths, stacks = 0.0, [], [], [], [], []
         for _, r in sub.iterrows():
             bars, inferred = _bars(r)
             n_inferred += inferred
@@ -148,7 +164,9 @@ def memory_figure(df: Any, notes: list[str] | None = None) -> Any:
                 pos += 1.0
             centers.append((start + pos - 1.0) / 2)
             names.append(label(r, cols) if cols else str(r["scenario"]))
+            widths.append(len(bars) + 0.8)
             pos += 0.8
+        names = _wrap_group_names(names, widths, total=pos, fig_width_in=11.0)
         top = max(sum(s.values()) for _, s in stacks)
         scale, unit = bytes_unit(top)
         for x, split in stacks:
