@@ -1,14 +1,23 @@
 #!/usr/bin/env bash
 # GPU truth run: every GPU check of dlbench in one script, for a bare GPU machine with no network.
 #
-#   bash bench/gpu_check.sh [OUTDIR]          # on a CUDA machine (torch, typer, pandas, timm installed)
+#   bash bench/gpu_check.sh [OUTDIR]          # on a CUDA machine (torch, typer, pandas, matplotlib installed)
 #   DLBENCH_GPU_DRY=1 bash bench/gpu_check.sh # the same steps on CPU with tiny sizes (checks the script)
 #
-# Runs from the working tree with PYTHONPATH (no install). Writes, under OUTDIR (default $OUT, else
-# ./gpu_out): gpu_results.tar.gz (results/gpu/*.csv + sidecars, reports/gpu/report.md, summary.txt,
-# peaks.json, the pytest log), plus report.md, summary.txt and log.txt beside it. Each section has its
-# own time limit so one slow section cannot starve the rest; the whole run stays under ~7 minutes on
-# an H100/H200. Sections run in order of importance: peaks, encoder, resnet, optimizer, attention, tests.
+# Runs from the working tree with PYTHONPATH (no install). Writes under OUTDIR (default $OUT, else
+# ./gpu_out): gpu_results.tar.gz (results/gpu/*.csv + sidecars + gate JSON, reports/gpu/: the report,
+# the profile's summaries, summary.txt), plus log.txt and summary.md beside it. The tarball is refreshed
+# after every section, so a run cut short still brings back what finished. Each section has its own
+# time limit; the whole run is sized for about 7 minutes on an H100/H200. Sections, in order of
+# importance (the first GPU run already measured peaks, encoder MFU, ResNet-50 vs timm, the optimizer):
+#   1. attention: dlcore (SDPA path) vs direct F.scaled_dot_product_attention vs nn.MultiheadAttention,
+#      bf16 forward and train, L = 4096 first, then 1k, 2k, 8k (achieved TFLOP/s in the rows)
+#   2. parallel: encoder --parallel none,ddp,fsdp --nproc 1 over nccl (the launch path and memory
+#      accounting on one GPU, not scaling)
+#   3. profile: dlbench profile encoder --amp on CUDA (top kernels; HTA's breakdown if installed)
+#   4. measurement truth: 10 gate A/A runs of attention, and 5 separate runs of one configuration
+#   5. dlbench compare --by precision (encoder fp32 vs amp-bf16) and dlbench report over everything
+#   then the GPU-marked tests if time is left.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
@@ -26,78 +35,84 @@ LOG=$DEST/log.txt
 say() { echo "== $(date -u +%H:%M:%S) $*" | tee -a "$LOG"; }
 # dl SECONDS ARGS...: one dlbench command under its own time limit, its output kept in the log
 dl() { local t=$1; shift; timeout -k 10 "$t" "$PY" -m bench.cli "$@" 2>&1 | tee -a "$LOG" | tail -n 30; }
+# pack: refresh the tarball (raw profiler traces stay out: they are large; their summaries go in)
+pack() { tar czf "$DEST/gpu_results.tar.gz" --exclude='*.pt.trace.json*' --exclude='trace.json' --exclude='*.lock' \
+  --exclude='memory_timeline.*' -C "$WORK" results reports 2>/dev/null; }
 
-# pack: refresh the tarball after every section, so a run cut short still brings back what finished
-pack() { tar czf "$DEST/gpu_results.tar.gz" -C "$WORK" results reports 2>/dev/null; }
-
-# DLBENCH_GPU_QUICK=1: a smaller grid (~4 min) for a nearly spent device budget (narrower encoder, fewer lengths).
-ENC=()
 if [[ "${DLBENCH_GPU_DRY:-0}" == "1" ]]; then
-  DEV=cpu PRESET=tiny LENS=16,32 L4=32 LMATH=16 T=60 MAXT=0.2 PEAK_N=512 CL=""
-  FP32_LENS=16 MODES_SWEEP=forward,train
+  DEV=cpu PRESET=tiny L4=32 LENS=16,64 T=90 MAXT=0.2 GATE_RUNS=2 GATE=(--slices 4 --slice-time 0.05 --pairs 1)
+  ENC=(--preset tiny) PROF=(--preset tiny)
 else
-  DEV=cuda PRESET=large LENS=1024,2048,4096,8192 L4=4096 LMATH=2048 T=150 MAXT=1.0 PEAK_N=8192 CL=--channels-last
-  FP32_LENS=$LENS MODES_SWEEP=forward,train
-  if [[ "${DLBENCH_GPU_QUICK:-0}" == "1" ]]; then
-    LENS=1024,2048,8192 FP32_LENS=1024,4096 MODES_SWEEP=train MAXT=0.5 ENC=(--width 1536 --depth 8)
-  fi
+  DEV=cuda PRESET=large L4=4096 LENS=1024,2048,8192 T=150 MAXT=0.5 GATE_RUNS=10 GATE=(--slices 12 --pairs 2)
+  ENC=(--preset large --depth 4) PROF=(--preset large --depth 4)
 fi
-COMMON=(--device "$DEV" --preset "$PRESET" --timeout "$T" --max-time "$MAXT")
+COMMON=(--device "$DEV" --timeout "$T" --max-time "$MAXT")
 
 say "environment"
 { nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem,memory.total,temperature.gpu --format=csv 2>&1 || true
   "$PY" -c "import torch,sys; print('python', sys.version.split()[0], 'torch', torch.__version__, 'cuda', torch.version.cuda, 'available', torch.cuda.is_available())"
+  "$PY" -c "import hta; print('HTA', getattr(hta, '__version__', 'installed'))" 2>/dev/null || echo "HTA not installed"
   "$PY" -m bench.cli env; } 2>&1 | tee -a "$LOG"
 
-say "peaks: matmul ${PEAK_N}^3 and device copy"
-timeout 60 "$PY" - "$DEV" "$PEAK_N" "$RES/peaks.json" <<'EOF' 2>&1 | tee -a "$LOG"
-import json, sys
-from bench.harness.peak import measured_copy_bandwidth_gbs, measured_peak_tflops
-dev, n, path = sys.argv[1], int(sys.argv[2]), sys.argv[3]
-peaks = {
-    "bf16_tflops": measured_peak_tflops(dev, "amp-bf16", size=n),
-    "fp32_tflops": measured_peak_tflops(dev, "fp32", size=n // 2),
-    "copy_gbs": measured_copy_bandwidth_gbs(dev),
-}
-json.dump(peaks, open(path, "w"), indent=1)
-print(json.dumps(peaks))
+say "1. attention at L=$L4: dlcore vs sdpa vs torch (nn.MultiheadAttention), bf16, forward and train"
+dl 120 run attention "${COMMON[@]}" --preset "$PRESET" --mode forward,train --precision amp-bf16 \
+  --seq-len "$L4" --param impl=dlcore,sdpa,torch --out "$RES/attention.csv"
+pack
+
+say "2. parallel over nccl (gloo on CPU): encoder none / ddp / fsdp at --nproc 1"
+dl 150 run encoder "${COMMON[@]}" "${ENC[@]}" --mode train --amp --parallel none,ddp,fsdp --nproc 1 \
+  --out "$RES/parallel.csv"
+pack
+
+say "3. profile: encoder --amp"
+dl 120 profile encoder --device "$DEV" "${PROF[@]}" --amp -o "$REP/profile_encoder"
+pack
+
+say "4a. gate A/A: attention at L=$L4 bf16 train against itself, $GATE_RUNS runs"
+for i in $(seq 1 "$GATE_RUNS"); do
+  dl 60 gate attention --aa --device "$DEV" --preset "$PRESET" -p seq_len="$L4" --precision amp-bf16 \
+    "${GATE[@]}" --format json --out "$RES/gate_aa_$i.json" >/dev/null
+  "$PY" -c "import json,sys; d=json.load(open(sys.argv[1])); print('gate A/A', sys.argv[2], d.get('verdict'), d.get('ratio'), d.get('ci_low'), d.get('ci_high'))" \
+    "$RES/gate_aa_$i.json" "$i" 2>&1 | tee -a "$LOG"
+done
+pack
+
+say "4b. five separate runs of attention L=$L4 bf16 train (run-to-run spread)"
+for i in 1 2 3 4 5; do
+  dl 40 run attention "${COMMON[@]}" --preset "$PRESET" --mode train --precision amp-bf16 --seq-len "$L4" \
+    --param impl=dlcore --out "$RES/spread_$i.csv" >/dev/null
+done
+"$PY" - "$RES" <<'EOF' 2>&1 | tee -a "$LOG"
+import sys, glob, pandas as pd
+meds = [float(pd.read_csv(p)["time_median_ms"].iloc[0]) for p in sorted(glob.glob(sys.argv[1] + "/spread_*.csv"))]
+if meds:
+    print("separate-run medians (ms):", [round(m, 4) for m in meds], f"spread max/min-1 = {max(meds) / min(meds) - 1:.1%}")
 EOF
-
-say "encoder train: fp32 / amp-bf16 / amp-fp16 x checkpointing none / full"
-dl 170 run encoder "${COMMON[@]}" "${ENC[@]}" --mode train \
-  --precision fp32,amp-bf16,amp-fp16 --checkpointing none,full --out "$RES/encoder.csv"
 pack
 
-say "resnet50 train at AMP, channels_last: dlcore preset vs timm resnet50"
-dl 90 run resnet "${COMMON[@]}" --mode train --amp $CL --param impl=dlcore,timm --out "$RES/resnet.csv"
+say "5a. encoder fp32 vs amp-bf16 x checkpointing, then compare --by precision"
+dl 150 run encoder "${COMMON[@]}" "${ENC[@]}" --mode train --precision fp32,amp-bf16 --checkpointing none,full \
+  --out "$RES/precision.csv"
+dl 30 compare "$RES/precision.csv" --by precision
+dl 30 compare "$RES/precision.csv" --by precision --format json --out "$RES/by_precision.json" >/dev/null
+dl 30 compare "$RES/precision.csv" --by precision --format markdown --out "$REP/by_precision.md" >/dev/null
 pack
 
-say "optimizer step bandwidth"
-dl 60 run optimizer "${COMMON[@]}" --mode train \
-  --param optimizer=adamw_warmup,adamw_fused,adamw_foreach --out "$RES/optimizer.csv"
+say "1b. attention length sweep L=$LENS: dlcore vs sdpa vs torch"
+dl 150 run attention "${COMMON[@]}" --preset "$PRESET" --mode forward,train --precision amp-bf16 \
+  --seq-len "$LENS" --param impl=dlcore,sdpa,torch --resume --out "$RES/attention.csv"
 pack
 
-say "attention: dlcore vs direct F.scaled_dot_product_attention at L=$L4, then the length sweep, then the math path"
-dl 60 run attention "${COMMON[@]}" --mode forward,train --precision amp-bf16 --seq-len "$L4" \
-  --param impl=dlcore,sdpa --out "$RES/attention.csv"
-pack
-dl 100 run attention "${COMMON[@]}" --mode "$MODES_SWEEP" --precision amp-bf16 --seq-len "$LENS" \
-  --param impl=dlcore --resume --out "$RES/attention.csv"
-pack
-dl 60 run attention "${COMMON[@]}" --mode "$MODES_SWEEP" --precision fp32 --seq-len "$FP32_LENS" \
-  --param impl=dlcore --resume --out "$RES/attention.csv"
-pack
-dl 40 run attention "${COMMON[@]}" --mode forward,train --precision amp-bf16 --seq-len "$LMATH" \
-  --param impl=dlcore --param attn_impl=math --resume --out "$RES/attention.csv"
+say "5b. report over everything"
+CSVS=("$RES/attention.csv" "$RES/parallel.csv" "$RES/precision.csv")
+EXIST=(); for f in "${CSVS[@]}"; do [[ -f $f ]] && EXIST+=("$f"); done
+CMP=(); [[ -f $RES/by_precision.json ]] && CMP=(--compare "$RES/by_precision.json")
+PRF=(); [[ -f $REP/profile_encoder/summary.json ]] && PRF=(--profile "$REP/profile_encoder")
+dl 60 report "${EXIST[@]}" "${CMP[@]}" "${PRF[@]}" -o "$REP/report" --title "dlbench GPU truth run ($DEV)"
+cp "$REP/report/summary.md" "$DEST/" 2>/dev/null
 pack
 
 say "GPU-marked tests"
 timeout 90 "$PY" -m pytest -q -m gpu -p no:cacheprovider tests 2>&1 | tail -n 25 | tee "$REP/pytest_gpu.txt" | tee -a "$LOG"
-
-say "report and summary"
-"$PY" -m bench.cli report "$RES"/*.csv -o "$REP" --title "dlbench GPU truth run ($DEV)" 2>&1 | tee -a "$LOG"
 pack
-"$PY" -m bench.cli gpu-summary "$RES" --peaks "$RES/peaks.json" 2>&1 | tee "$REP/summary.txt" | tee -a "$LOG"
-cp "$REP/summary.md" "$REP/summary.txt" "$DEST/" 2>/dev/null
-tar czf "$DEST/gpu_results.tar.gz" -C "$WORK" results reports
 say "done: $(ls "$DEST")"
