@@ -15,7 +15,7 @@ import contextlib
 import json
 import signal
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -201,13 +201,7 @@ def gate_cmd(
     except WorkerError as exc:
         typer.secho(f"Error: the gate could not measure: {exc}", err=True, fg=typer.colors.RED)
         raise typer.Exit(1) from None
-    d = result.to_dict()
-    text = json.dumps(d, indent=2) + "\n" if fmt_ == "json" else render_markdown(d)
-    if fmt_ == "table":
-        print_table(d, Console())
-    else:
-        sys.stdout.write(text)
-    _write_out(out, text)
+    _emit(result.to_dict(), fmt_, out, markdown=render_markdown, table=print_table)
     raise typer.Exit(result.exit_code)
 
 
@@ -377,16 +371,27 @@ def baseline_ratios_cmd(
     except WorkerError as exc:  # run_checks turns these into "error" outcomes; defensive
         typer.secho(f"Error: the gate could not measure: {exc}", err=True, fg=typer.colors.RED)
         raise typer.Exit(1) from None
-    d = report.to_dict()
-    text = json.dumps(d, indent=2) + "\n" if fmt_ == "json" else render_ratios_markdown(d)
+    _emit(report.to_dict(), fmt_, out, markdown=render_ratios_markdown, table=print_ratios_table)
+    raise typer.Exit(report.exit_code)
+
+
+def _emit(
+    d: dict[str, Any],
+    fmt_: str,
+    out: Path | None,
+    *,
+    markdown: Callable[[dict[str, Any]], str],
+    table: Callable[[dict[str, Any], Any], None],
+) -> None:
+    """Print a result as a rich table, markdown or JSON, and write it to ``--out`` (a table as markdown)."""
+    text = json.dumps(d, indent=2) + "\n" if fmt_ == "json" else markdown(d)
     if fmt_ == "table":
         from rich.console import Console
 
-        print_ratios_table(d, Console())
+        table(d, Console())
     else:
         sys.stdout.write(text)
     _write_out(out, text)
-    raise typer.Exit(report.exit_code)
 
 
 def _write_out(out: Path | None, text: str) -> None:

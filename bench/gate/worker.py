@@ -83,7 +83,11 @@ _BOOTSTRAP = (
 # worker side
 # ------------------------------------------------------------------------------------------------
 def _die_with_parent(parent_pid: int | None) -> None:
-    """Linux: SIGKILL when the parent dies, so a killed driver leaves no worker behind."""
+    """Linux: SIGKILL when the parent dies, so a killed driver leaves no worker behind.
+
+    The same as ``bench.run.child._die_with_parent``, repeated because this file also runs against
+    trees that predate ``bench.run`` (see the module docstring).
+    """
     if not sys.platform.startswith("linux"):
         return
     try:
