@@ -143,6 +143,52 @@ def test_rows_get_the_columns_only_from_a_figure_and_the_sidecar_keeps_the_reaso
         assert (rec.get("energy") or {}).get("reason", "") == (e.reason if e else "")
 
 
+def _ok(joules: float, device: str = "gpu0", steps: int = 10, items: int = 5) -> EnergyResult:
+    return EnergyResult.from_readings([_reading(device, joules, 2.0, steps)], source="nvml", scope="device",
+                                      items_per_step=items, min_window=2.0)  # fmt: skip
+
+
+def test_a_repeated_row_takes_the_median_and_each_repeat_record_keeps_its_own() -> None:
+    from bench.harness.timing import TimingResult
+    from bench.run.execute import aggregate_repeats
+    from bench.run.measure import Measurement
+
+    def rep(k: int, joules: float) -> Outcome:
+        t = TimingResult([float(k + 1)] * 10, 3, "ci_target", 0.02)
+        return Outcome("ok", "", Measurement(timing=t, memory=None, items_per_step=5, unit="tokens",
+                                             energy=_ok(joules)), 1.0)  # fmt: skip
+
+    outs = [rep(k, j) for k, j in enumerate((30.0, 50.0, 40.0))]
+    agg = aggregate_repeats(outs, covers="between-process", options=RunRequest(repeat=3))
+    e = agg.measurement.energy
+    assert e.ok and (e.energy_j_per_step, e.energy_j_per_item, e.avg_power_w) == (4.0, 0.8, 20.0)
+    assert [r["energy_j_per_step"] for r in agg.repeats] == [3.0, 5.0, 4.0]
+
+
+def test_a_parallel_row_sums_its_ranks_energy() -> None:
+    from bench.run.launch import merge_ranks as merge_job
+
+    def rank(r: int, joules: float) -> dict[str, Any]:
+        return {
+            "rank": r, "host": "h", "device": f"cuda:{r}", "threads": 1, "status": "ok", "memory": None,
+            "timing": {"samples_ms": [10.0] * 10, "warmup_iters": 1, "stop_reason": "ci_target",
+                       "target_rel_ci": 0.5},
+            "flops_per_step": 1000, "items_per_step": 4, "unit": "tokens", "extra": {}, "notes": [],
+            "comm_bytes_per_step": 0, "bubble_fraction": None, "stage_index": None, "mfu": {},
+            "energy": _ok(joules, device=f"gpu{r}", items=4).to_dict(),
+        }  # fmt: skip
+
+    cfg = RunConfig("encoder", "train", "fp32", "none", "cuda", (("batch_size", 8),), preset="tiny",
+                    parallel="ddp", world_size=2)  # fmt: skip
+    m = merge_job(cfg, [rank(0, 30.0), rank(1, 50.0)])
+    assert m.energy.ok and m.energy.devices == ["gpu0", "gpu1"]
+    assert m.energy.energy_j_per_step == 8.0 and m.energy.energy_j_per_item == 1.0  # 8 J over the batch of 8
+    assert m.energy.avg_power_w == 40.0
+    cols = results.columns_for(["batch_size"])
+    row = results.build_row(cfg, Outcome("ok", "", m), run_id="r", env={}, request=RunRequest(), columns=cols)
+    assert (row["energy_j_per_step"], row["energy_devices"]) == (8.0, "gpu0,gpu1")
+
+
 # --- the timing window ----------------------------------------------------------------------------
 
 
