@@ -17,7 +17,7 @@ TORCH = os.environ.get("TORCH_SPEC", "torch==2.13.0")
 @nox.session
 def tests(session: nox.Session) -> None:
     session.install(TORCH)
-    session.install("-e", ".[test]")
+    session.install("-e", ".[test,energy]")  # the energy tests use the real Zeus
     session.run("pytest", "-q", *session.posargs)
 
 

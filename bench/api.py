@@ -49,6 +49,7 @@ __all__ = [
     "UsageError",
     "check_device",
     "default_device",
+    "energy_status",
     "env",
     "execute_plan",
     "list_scenarios",
@@ -241,3 +242,11 @@ def env(device: str | None = None) -> dict[str, Any]:
     from bench.harness.env import env_fingerprint
 
     return dict(env_fingerprint(check_device(device) if device is not None else default_device()))
+
+
+def energy_status(device: str | None = None) -> dict[str, Any]:
+    """The energy source rows on ``device`` would read, or why there is none
+    (``bench.harness.energy_meter``): ``energy_source``, ``energy_devices``, ``energy_note``."""
+    from bench.harness.energy_meter import energy_status as status
+
+    return status(check_device(device) if device is not None else default_device())

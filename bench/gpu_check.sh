@@ -16,8 +16,12 @@
 #      accounting on one GPU, not scaling)
 #   3. profile: dlbench profile encoder --amp on CUDA (top kernels; HTA's breakdown if installed)
 #   4. measurement truth: 10 gate A/A runs of attention, and 5 separate runs of one configuration
-#   5. dlbench compare --by precision (encoder fp32 vs amp-bf16) and dlbench report over everything
+#   5. dlbench compare --by precision (encoder fp32 vs amp-bf16, with joules per step and per item
+#      from NVML) and dlbench report over everything
 #   then the GPU-marked tests if time is left.
+# Energy needs Zeus (dlbench[energy]), which the image lacks: carry its wheels in .whl/ (git-ignored),
+# downloaded here first with the command in bench/energy-wheels.txt; the script installs them from
+# there (--no-index --find-links) into a folder of this run. Without them the energy cells stay empty.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
@@ -41,18 +45,32 @@ pack() { tar czf "$DEST/gpu_results.tar.gz" --exclude='*.pt.trace.json*' --exclu
 
 if [[ "${DLBENCH_GPU_DRY:-0}" == "1" ]]; then
   DEV=cpu PRESET=tiny L4=32 LENS=16,64 T=90 MAXT=0.2 GATE_RUNS=2 GATE=(--slices 4 --slice-time 0.05 --pairs 1)
-  ENC=(--preset tiny) PROF=(--preset tiny)
+  ENC=(--preset tiny) PROF=(--preset tiny) EMAXT=0.2
 else
   DEV=cuda PRESET=large L4=4096 LENS=1024,2048,8192 T=150 MAXT=0.5 GATE_RUNS=10 GATE=(--slices 12 --pairs 2)
-  ENC=(--preset large --depth 4) PROF=(--preset large --depth 4)
+  ENC=(--preset large --depth 4) PROF=(--preset large --depth 4) EMAXT=3  # NVML needs a window of 2 s
 fi
 COMMON=(--device "$DEV" --timeout "$T" --max-time "$MAXT")
+
+# Zeus for the energy columns, from the carried wheels (only packages the image lacks: nothing is shadowed)
+if compgen -G ".whl/zeus-*.whl" >/dev/null; then
+  if "$PY" -m pip install -q --no-index --find-links .whl --no-deps --no-compile --no-cache-dir \
+      --target "$WORK/site" -r bench/energy-wheels.txt >>"$LOG" 2>&1; then
+    export PYTHONPATH="$PYTHONPATH:$WORK/site"
+    say "energy: Zeus installed from .whl/ into $WORK/site"
+  else
+    say "energy: installing Zeus from .whl/ failed (see above); the energy cells stay empty"
+  fi
+else
+  say "energy: no .whl/zeus-*.whl carried (bench/energy-wheels.txt has the download step); energy cells stay empty"
+fi
 
 say "environment"
 { nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem,memory.total,temperature.gpu --format=csv 2>&1 || true
   "$PY" -c "import torch,sys; print('python', sys.version.split()[0], 'torch', torch.__version__, 'cuda', torch.version.cuda, 'available', torch.cuda.is_available())"
   "$PY" -c "import hta; print('HTA', getattr(hta, '__version__', 'installed'))" 2>/dev/null || echo "HTA not installed"
-  "$PY" -m bench.cli env; } 2>&1 | tee -a "$LOG"
+  "$PY" -m bench.cli env
+  "$PY" -m bench.harness.energy_meter "$DEV"; } 2>&1 | tee -a "$LOG"
 
 say "1. attention at L=$L4: dlcore vs sdpa vs torch (nn.MultiheadAttention), bf16, forward and train"
 dl 120 run attention "${COMMON[@]}" --preset "$PRESET" --mode forward,train --precision amp-bf16 \
@@ -90,9 +108,16 @@ if meds:
 EOF
 pack
 
-say "5a. encoder fp32 vs amp-bf16 x checkpointing, then compare --by precision"
-dl 150 run encoder "${COMMON[@]}" "${ENC[@]}" --mode train --precision fp32,amp-bf16 --checkpointing none,full \
-  --out "$RES/precision.csv"
+say "5a. encoder fp32 vs amp-bf16 x checkpointing (time and energy), then compare --by precision"
+dl 150 run encoder --device "$DEV" --timeout "$T" --max-time "$EMAXT" "${ENC[@]}" --mode train \
+  --precision fp32,amp-bf16 --checkpointing none,full --out "$RES/precision.csv"
+"$PY" - "$RES/precision.csv" <<'EOF' 2>&1 | tee -a "$LOG"
+import sys, pandas as pd
+df = pd.read_csv(sys.argv[1])
+cols = ["precision", "checkpointing", "time_median_ms", "energy_j_per_step", "energy_j_per_item", "avg_power_w",
+        "energy_source", "energy_devices", "energy_window_s"]
+print(df[[c for c in cols if c in df.columns]].to_string(index=False))
+EOF
 dl 30 compare "$RES/precision.csv" --by precision
 dl 30 compare "$RES/precision.csv" --by precision --format json --out "$RES/by_precision.json" >/dev/null
 dl 30 compare "$RES/precision.csv" --by precision --format markdown --out "$REP/by_precision.md" >/dev/null

@@ -44,11 +44,17 @@ def env_cmd(
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
-    """Print the environment fingerprint that goes into every result row."""
-    from bench.api import UsageError, env
+    """Print the environment fingerprint that goes into every result row, and the energy source.
+
+    energy_source names the counter that rows on this device read through Zeus (nvml, rapl-package,
+    ...), or none, with the reason in energy_note (no counter here, or Zeus is missing: pip install
+    'dlbench\\[energy]').
+    """
+    from bench.api import UsageError, energy_status, env
 
     try:
         fp = env(device)
+        fp.update(energy_status(device))
     except UsageError as exc:
         raise usage_error(str(exc)) from None
     if as_json:

@@ -5,6 +5,9 @@
 * ``flops``   -- ``count_flops`` / ``count_flops_by_phase`` (FlopCounterMode, causal attention halved)
 * ``peak``    -- measured (cached) and datasheet peak TFLOP/s, measured copy bandwidth, for MFU
 * ``env``     -- ``env_fingerprint`` (environment columns for every result row)
+* ``noise``   -- ``NoiseMonitor`` (other processes' CPU and steal time over the timing window)
+* ``energy_meter`` -- ``EnergyMeter`` (Zeus's energy-counter window around the timed steps) and
+  ``energy`` -- ``EnergyResult`` (joules per step and per item, average power; merged over ranks)
 """
 
 from bench.harness.env import ENV_KEYS, env_fingerprint

@@ -26,7 +26,12 @@ How a step is timed (``time_step``):
   with ``stop_reason="ci_target"`` when its half-width is within ``target_rel_ci`` of the median,
   else with ``"max_samples"`` once ``max_samples`` samples exist, else with ``"time_cap"`` once the
   sampling time (warm-up excluded) reaches ``max_time_s`` — the cap can end sampling below
-  ``min_samples``; the result then says so through ``noisy``.
+  ``min_samples``; the result then says so through ``noisy``. ``min_time_s`` holds the
+  ``ci_target`` stop back until the sampling has lasted that long (an energy counter needs a window
+  longer than its update period: ``bench.harness.energy_meter.EnergyMeter.min_window_s``).
+* **Window.** ``window.begin()`` is called after the synchronization that precedes the first
+  sample and ``window.end()`` after the last sample has finished (on CUDA, after its
+  synchronization), so a meter passed as ``window`` covers exactly the timed steps.
 
 The loop body only calls the step, reads two clock values and appends one float.
 """
@@ -39,7 +44,7 @@ import statistics
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 
@@ -56,6 +61,17 @@ STOP_REASONS = ("ci_target", "time_cap", "max_samples")
 
 # Indirection so tests can substitute a deterministic clock.
 _now_ns: Callable[[], int] = time.perf_counter_ns
+
+
+class TimingWindow(Protocol):
+    """Something that measures over exactly the timed steps (``bench.harness.energy_meter.EnergyMeter``).
+
+    Neither method may raise: a failure is the window's own result to report.
+    """
+
+    def begin(self) -> None: ...
+
+    def end(self) -> None: ...
 
 
 @dataclass
@@ -257,11 +273,14 @@ def time_step(
     max_time_s: float = 10.0,
     min_warmup_s: float = 0.0,
     progress: Callable[[int], None] | None = None,
+    min_time_s: float = 0.0,
+    window: TimingWindow | None = None,
 ) -> TimingResult:
     """Time ``step`` (the full step) until the median's 95 % CI is within ``±target_rel_ci``, or a cap.
 
-    See the module docstring for warm-up, blocking of fast steps, clocks and the stopping rule.
-    ``progress``, if given, is called with the number of samples so far after each batch.
+    See the module docstring for warm-up, blocking of fast steps, clocks, the stopping rule
+    (``min_time_s``) and ``window``. ``progress``, if given, is called with the number of samples
+    so far after each batch.
     """
     if min_samples < 1 or max_samples < 1:
         raise ValueError("min_samples and max_samples must be >= 1")
@@ -308,6 +327,8 @@ def time_step(
     samples: list[float] = []
     gc.collect()
     _sync(device)
+    if window is not None:
+        window.begin()
     t_start = _now_ns()
     stop_reason = ""
     sample_s = est_call_s * k
@@ -325,13 +346,15 @@ def time_step(
         sample_s = med * 1e-3 * k
         if n >= min_samples and order_stat_ranks(n, 0.95) is not None:
             lo, hi = median_ci(samples)
-            if med > 0 and (hi - lo) / 2.0 / med <= target_rel_ci:
+            if med > 0 and (hi - lo) / 2.0 / med <= target_rel_ci and elapsed_s >= min_time_s:
                 stop_reason = "ci_target"
                 break
         if n >= max_samples:
             stop_reason = "max_samples"
         elif elapsed_s >= max_time_s:
             stop_reason = "time_cap"
+    if window is not None:
+        window.end()
 
     return TimingResult(
         samples_ms=samples,

@@ -99,6 +99,14 @@ CORE_COLUMNS: tuple[str, ...] = (
     "max_rank_peak_mem_bytes",
     "bubble_fraction",
     "comm_bytes_per_step",
+    # energy over the timing window (bench.harness.energy); empty where no counter gave a figure
+    "energy_j_per_step",
+    "energy_j_per_item",
+    "avg_power_w",
+    "energy_source",
+    "energy_scope",
+    "energy_devices",
+    "energy_window_s",
 )
 
 # env_fingerprint keys that are not core columns; unknown keys from a newer harness go into ``extra``.
@@ -121,7 +129,8 @@ ENV_COLUMNS: tuple[str, ...] = (
 _STR = ("run_id", "timestamp", "scenario", "mode", "precision", "checkpointing", "parallel", "device",
         "device_name", "torch_version", "git_commit", "status", "reason", "throughput_unit", "stop_reason",
         "preset", "mem_method", "config_key", "python_version", "os", "hostname", "cpu_model",
-        "cuda_version", "cudnn_version", "gpu_driver", "ci_covers", "pipeline_schedule")  # fmt: skip
+        "cuda_version", "cudnn_version", "gpu_driver", "ci_covers", "pipeline_schedule", "energy_source",
+        "energy_scope", "energy_devices")  # fmt: skip
 _BOOL = ("noisy", "channels_last", "allow_tf32")
 _INT = ("schema_version", "world_size", "batch_size", "n_samples", "flops_per_step", "items_per_step", "seed",
         "cpu_count", "threads", "gpu_count", "gpu_clock_sm_mhz", "gpu_clock_mem_mhz", "repeats", "nnodes",
@@ -197,6 +206,27 @@ MEASUREMENT_GETTERS: dict[str, Callable[[Any], Any]] = {
 # measurement does not carry them). ``build_row`` fills them for single-process rows: one rank.
 _JOB_COLUMNS = ("job_throughput", "max_rank_peak_mem_bytes", "bubble_fraction", "comm_bytes_per_step")
 MEASUREMENT_GETTERS.update({c: _attr_getter(c) for c in _JOB_COLUMNS})
+
+
+def _energy_getter(col: str) -> Callable[[Any], Any]:
+    """An energy column from ``m.energy`` (``bench.harness.energy.EnergyResult``), only when it has
+    figures: no counter, a window too short or a counter that did not move leave every cell empty."""
+    attr = {"energy_window_s": "window_s", "energy_source": "source", "energy_scope": "scope"}.get(col, col)
+
+    def get(m: Any) -> Any:
+        e = getattr(m, "energy", None)
+        if e is None or getattr(e, "status", "") != "ok":
+            return None
+        if col == "energy_devices":
+            return ",".join(e.devices) or None
+        return getattr(e, attr, None)
+
+    return get
+
+
+_ENERGY_COLUMNS = ("energy_j_per_step", "energy_j_per_item", "avg_power_w", "energy_source", "energy_scope",
+                   "energy_devices", "energy_window_s")  # fmt: skip
+MEASUREMENT_GETTERS.update({c: _energy_getter(c) for c in _ENERGY_COLUMNS})
 MEASUREMENT_COLUMNS: tuple[str, ...] = tuple(c for c in CORE_COLUMNS if c in MEASUREMENT_GETTERS)
 
 
@@ -404,6 +434,9 @@ def samples_record(row: Mapping[str, Any], outcome: Any) -> dict[str, Any]:
         "timing": timing,
         "memory": m.memory.to_dict() if m is not None and m.memory is not None else None,
     }
+    energy = getattr(m, "energy", None)
+    if energy is not None:  # the figures with their readings, or the reason the cells are empty
+        record["energy"] = energy.to_dict()
     if getattr(outcome, "repeats", None):
         record["repeats"] = list(outcome.repeats)
     if getattr(m, "ranks", None):  # a parallel row: every rank's own figures (bench.run.launch)

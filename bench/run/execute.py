@@ -332,6 +332,21 @@ def repeat_record(k: int, outcome: Outcome) -> dict[str, Any]:
         "noise_other_cpu_pct": m.noise_other_cpu_pct,
         "noise_steal_pct": m.noise_steal_pct,
         "elapsed_s": round(outcome.elapsed_s, 3),
+        **repeat_energy(getattr(m, "energy", None)),
+    }
+
+
+def repeat_energy(energy: Any) -> dict[str, Any]:
+    """One repeat's energy figures for its sidecar record (None where it gave none, with the reason)."""
+    if energy is None:
+        return {}
+    ok = energy.status == "ok"
+    return {
+        "energy_j_per_step": energy.energy_j_per_step if ok else None,
+        "energy_j_per_item": energy.energy_j_per_item if ok else None,
+        "avg_power_w": energy.avg_power_w if ok else None,
+        "energy_window_s": energy.window_s if ok else None,
+        "energy_reason": energy.reason,
     }
 
 
@@ -467,8 +482,11 @@ def aggregate_repeats(outcomes: Sequence[Outcome], *, covers: str, options: RunR
     Time: ``RepeatedTiming``. Memory, FLOPs, peaks, items and extra columns: the first repeat's
     (deterministic, the same in every process), as are a parallel job's own figures (the
     measurement keeps its type); achieved TFLOP/s and MFU from the row's median; the noise
-    figures: the largest over the repeats (the worst window). ``elapsed_s``: the sum.
+    figures: the largest over the repeats (the worst window); energy: the median of the repeats'
+    figures (``bench.harness.energy.combine_repeats``). ``elapsed_s``: the sum.
     """
+    from bench.harness.energy import combine_repeats
+
     ms = [o.measurement for o in outcomes]
     first = ms[0]
     timing = RepeatedTiming([m.timing for m in ms], options.target_rel_ci, ci_covers=covers)
@@ -489,6 +507,7 @@ def aggregate_repeats(outcomes: Sequence[Outcome], *, covers: str, options: RunR
         notes=notes,
         noise_other_cpu_pct=max(others) if others else None,
         noise_steal_pct=max(steals) if steals else None,
+        energy=combine_repeats([getattr(x, "energy", None) for x in ms]),
     )
     job_tp = getattr(first, "job_throughput", None)
     if job_tp and first.timing.median_ms > 0 and median_s > 0:

@@ -33,7 +33,9 @@ Merging (``merge_ranks``): the time columns are the slowest rank's (highest medi
 columns the most loaded rank's (highest peak); ``job_throughput`` counts the whole job's items
 (the global batch) over the slowest rank's median; ``comm_bytes_per_step`` is the largest of the
 ranks'; MFU is the slowest rank's (each rank measures its device's peak itself, so this process
-never opens a CUDA context that would hold memory on GPU 0); each rank's own figures go to the
+never opens a CUDA context that would hold memory on GPU 0); energy is the sum over every rank's
+devices (``bench.harness.energy.merge_ranks``: a CPU package that ranks share counts once), per
+step of the job and per item of the global batch; each rank's own figures go to the
 sidecar (``ranks``). A multi-node job gathers every
 rank's figures to each node, so every node's ``dlbench run`` writes the same job-level row.
 """
@@ -250,6 +252,8 @@ def _phases(outdir: Path, world_size: int) -> str:
 
 def merge_ranks(cfg: RunConfig, ranks: list[dict[str, Any]]) -> ParallelMeasurement:
     """One ``ParallelMeasurement`` from the ok figures of every rank (see the module docstring)."""
+    from bench.harness.energy import EnergyResult
+    from bench.harness.energy import merge_ranks as merge_energy
     from bench.harness.memory import MemoryResult
     from bench.harness.timing import TimingResult
 
@@ -308,6 +312,13 @@ def merge_ranks(cfg: RunConfig, ranks: list[dict[str, Any]]) -> ParallelMeasurem
     )
     extra.pop("stage_output_bytes_per_microbatch", None)
     peaks = [m["peak_mem_bytes"] for m in mems if m]
+    energy = merge_energy(
+        [EnergyResult.from_dict(r.get("energy")) for r in ranks],
+        hosts=[str(r.get("host")) for r in ranks],
+        job_items_per_step=int(job_items),
+    )
+    if energy.status == "failed":
+        notes.append(energy.reason)
     m = ParallelMeasurement(
         timing=timing,
         memory=memory,
@@ -321,6 +332,7 @@ def merge_ranks(cfg: RunConfig, ranks: list[dict[str, Any]]) -> ParallelMeasurem
         bubble_fraction=r_slow.get("bubble_fraction"),
         max_rank_peak_mem_bytes=max(peaks) if peaks else None,
         ranks=per_rank,
+        energy=energy,
     )
     # MFU: the slowest rank's, against one device's peak (measured in the rank: no CUDA context here)
     for name, value in (r_slow.get("mfu") or {}).items():

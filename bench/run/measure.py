@@ -3,6 +3,8 @@
 1. timing  -- ``bench.harness.timing.time_step`` on the bare step: nothing is tracking memory or
               counting FLOPs, so tracking costs no time here. Its warm-up also runs backward and the
               optimizer once, so lazy state (AdamW moments, autotuning, allocator pools) exists.
+              An energy meter (``bench.harness.energy_meter.EnergyMeter``, Zeus) brackets exactly the
+              timed steps; with a counter present the sampling lasts at least its minimum window.
 2. memory  -- ``bench.harness.memory.measure_memory(step, warm=True)``: per-phase peaks and the
               params / grads / optimizer state / activations split, after the timing pass.
 3. FLOPs   -- ``bench.harness.flops.count_flops(step)``: one step under ``FlopCounterMode``.
@@ -53,6 +55,8 @@ class Measurement:
     # the noise sentinel (bench.harness.noise) over the timing pass; None where /proc cannot tell
     noise_other_cpu_pct: float | None = None
     noise_steal_pct: float | None = None
+    # energy over the timing window (bench.harness.energy.EnergyResult); None: not measured
+    energy: Any | None = None
 
     @property
     def machine_busy(self) -> bool:
@@ -65,16 +69,19 @@ class Measurement:
         d = {k: getattr(self, k) for k in self.__dataclass_fields__}
         d["timing"] = self.timing.to_dict()
         d["memory"] = self.memory.to_dict() if self.memory is not None else None
+        d["energy"] = self.energy.to_dict() if self.energy is not None else None
         return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Measurement:
+        from bench.harness.energy import EnergyResult
         from bench.harness.memory import MemoryResult
         from bench.harness.timing import TimingResult
 
         kw = {k: v for k, v in d.items() if k in cls.__dataclass_fields__}
         kw["timing"] = TimingResult.from_dict(d["timing"])
         kw["memory"] = MemoryResult(**d["memory"]) if d.get("memory") else None
+        kw["energy"] = EnergyResult.from_dict(d.get("energy"))
         return cls(**kw)
 
 
@@ -112,6 +119,7 @@ def measure(
 
 
 def _measure(cfg: RunConfig, req: RunRequest, device_name: str | None) -> Measurement:
+    from bench.harness.energy_meter import EnergyMeter
     from bench.harness.flops import count_flops
     from bench.harness.memory import measure_memory
     from bench.harness.noise import NoiseMonitor
@@ -121,20 +129,28 @@ def _measure(cfg: RunConfig, req: RunRequest, device_name: str | None) -> Measur
     spec = get_scenario(cfg.scenario)
     scfg = spec.make_config(cfg.preset, **cfg.params_dict)
     ctx = BuildContext(device=cfg.device, mode=cfg.mode, seed=cfg.seed, channels_last=cfg.channels_last)
-    workload, step = build_step(spec, scfg, ctx, precision=cfg.precision, checkpointing=cfg.checkpointing)
-    notes: list[str] = []
+    # the meter first: Zeus's helper processes (RAPL's wrap-around tracker) start while the model builds
+    with EnergyMeter([cfg.device]) as meter:
+        workload, step = build_step(spec, scfg, ctx, precision=cfg.precision, checkpointing=cfg.checkpointing)
 
-    # 1. timing: the bare step, nothing attached; the noise sentinel reads /proc around it
-    with NoiseMonitor() as noise:
-        timing = time_step(
-            step,
-            device=cfg.device,
-            warmup_iters=req.warmup_iters,
-            min_samples=req.min_samples,
-            max_samples=req.max_samples,
-            target_rel_ci=req.target_rel_ci,
-            max_time_s=req.max_time_s,
-        )
+        # 1. timing: the bare step, nothing attached; the noise sentinel reads /proc around it, the
+        # energy meter brackets exactly the timed steps
+        with NoiseMonitor() as noise:
+            timing = time_step(
+                step,
+                device=cfg.device,
+                warmup_iters=req.warmup_iters,
+                min_samples=req.min_samples,
+                max_samples=req.max_samples,
+                target_rel_ci=req.target_rel_ci,
+                max_time_s=req.max_time_s,
+                min_time_s=meter.min_time_s(req.max_time_s),
+                window=meter,
+            )
+    energy = meter.result(steps=timing.n * timing.calls_per_sample, items_per_step=workload.items_per_step)
+    notes: list[str] = []
+    if energy.status == "failed":  # this row's window gave no figure (no counter at all: sidecar only)
+        notes.append(energy.reason)
     if timing.noisy:
         notes.append(f"noisy: {'; '.join(timing.noisy_reasons)} (stopped by {timing.stop_reason})")
     if noise.figures.busy:
@@ -164,6 +180,7 @@ def _measure(cfg: RunConfig, req: RunRequest, device_name: str | None) -> Measur
         notes=notes,
         noise_other_cpu_pct=noise.figures.other_cpu_pct,
         noise_steal_pct=noise.figures.steal_pct,
+        energy=energy,
     )
     _set_mfu(m, timing.median_ms / 1e3, cfg.device, cfg.precision, device_name)
     return m

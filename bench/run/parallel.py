@@ -363,11 +363,16 @@ def time_distributed(
     max_time_s: float = 5.0,
     batch_target_s: float = 0.2,
     group: Any = None,
+    min_time_s: float = 0.0,
+    window: Any = None,
 ) -> Any:
     """Time ``step`` on every rank with a collective stopping rule; returns this rank's ``TimingResult``.
 
-    Stops with ``ci_target`` once every rank's median is within ``target_rel_ci`` (95% CI), else
-    ``max_samples``, else ``time_cap`` once the slowest rank has sampled ``max_time_s`` seconds.
+    Stops with ``ci_target`` once every rank's median is within ``target_rel_ci`` (95% CI) and the
+    slowest rank has sampled the largest ``min_time_s`` of the ranks, else ``max_samples``, else
+    ``time_cap`` once the slowest rank has sampled ``max_time_s`` seconds. ``window``
+    (``bench.harness.timing.TimingWindow``, an energy meter) opens just before the first timed step
+    and closes after the last one.
     """
     from bench.harness.timing import TimingResult
     from bench.stats import median_ci, order_stat_ranks
@@ -380,7 +385,7 @@ def time_distributed(
         _sync(device)
         warm.append((clock() - t0) * 1e-9)
     # every rank leaves warm-up together, with the slowest rank's estimate of a step
-    (est_s,) = agree_max([statistics.median(warm)], group)
+    est_s, min_time_s = agree_max([statistics.median(warm), min_time_s], group)
 
     def next_batch(n: int, step_s: float, elapsed_s: float) -> int:
         """About ``batch_target_s`` (at most 5% of the cap) of the slowest rank's steps; the first
@@ -391,6 +396,8 @@ def time_distributed(
         return max(1, min(by_time, growth, max_samples - n))
 
     samples: list[float] = []
+    if window is not None:
+        window.begin()
     t_start = clock()
     batch = next_batch(0, est_s, 0.0)
     stop = ""
@@ -408,7 +415,7 @@ def time_distributed(
             precise = 1.0 if med > 0 and (hi - lo) / 2.0 / med <= target_rel_ci else 0.0
         elapsed_s = (clock() - t_start) * 1e-9
         not_precise, elapsed_max, med_max = agree_max([1.0 - precise, elapsed_s, med], group)
-        if not_precise == 0.0:
+        if not_precise == 0.0 and elapsed_max >= min_time_s:
             stop = "ci_target"
         elif n >= max_samples:
             stop = "max_samples"
@@ -416,6 +423,8 @@ def time_distributed(
             stop = "time_cap"
         else:
             batch = next_batch(n, med_max * 1e-3, elapsed_max)
+    if window is not None:
+        window.end()
     return TimingResult(
         samples_ms=samples,
         warmup_iters=max(1, warmup_iters),

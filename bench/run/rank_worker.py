@@ -88,25 +88,33 @@ def measure_rank(
     """
     import torch
 
+    from bench.harness.energy_meter import EnergyMeter
     from bench.harness.flops import count_flops
     from bench.harness.memory import measure_memory
     from bench.run.measure import mfu_fields
     from bench.run.parallel import agree_max, build_parallel_step, rank_device, time_distributed
 
     device = rank_device(cfg, local_rank)
-    phase("build")
-    workload, step, info = build_parallel_step(cfg, rank=rank, world_size=world_size, device=device)
-    phase("timing")
-    timing = time_distributed(
-        step,
-        device=device,
-        warmup_iters=req.warmup_iters,
-        min_samples=req.min_samples,
-        max_samples=req.max_samples,
-        target_rel_ci=req.target_rel_ci,
-        max_time_s=req.max_time_s,
-        group=ctrl,
-    )
+    # the devices this rank's energy covers: its GPU (dp: every GPU its one process drives), or the CPU
+    dp_gpus = cfg.parallel == "dp" and device != "cpu"
+    metered = [f"cuda:{i}" for i in range(world_size)] if dp_gpus else [device]
+    with EnergyMeter(metered) as meter:
+        phase("build")
+        workload, step, info = build_parallel_step(cfg, rank=rank, world_size=world_size, device=device)
+        phase("timing")
+        timing = time_distributed(
+            step,
+            device=device,
+            warmup_iters=req.warmup_iters,
+            min_samples=req.min_samples,
+            max_samples=req.max_samples,
+            target_rel_ci=req.target_rel_ci,
+            max_time_s=req.max_time_s,
+            group=ctrl,
+            min_time_s=meter.min_time_s(req.max_time_s),
+            window=meter,
+        )
+    energy = meter.result(steps=timing.n, items_per_step=workload.items_per_step)
     notes: list[str] = []
     comm_bytes = info.comm_bytes_per_step
     if info.stage_output_bytes is not None:  # pipeline: every boundary's activation, from every stage
@@ -160,6 +168,7 @@ def measure_rank(
         "bubble_fraction": info.bubble_fraction,
         "stage_index": info.stage_index,
         "mfu": mfu,
+        "energy": energy.to_dict(),
     }
 
 
