@@ -13,9 +13,8 @@ order: activation checkpointing, then the data/model parallelism, then the preci
    ``Workload.blocks`` block, then the root; the AMP dtype as FSDP's ``mp_dtype``), or
    ``split_encoder`` / ``split_resnet`` + ``build_pipeline`` (any other model: cut at its blocks by
    tracing, ``bench.run.traced_pipeline``; this rank's stage only; the optimizer keeps only that
-   stage's parameters). FSDP replaces the parameters
-   by DTensor shards, so the optimizer's parameter groups are pointed at the new parameters (no step
-   has run yet, so there is no state to carry);
+   stage's parameters). FSDP replaces the parameters by DTensor shards, so the optimizer's parameter
+   groups are pointed at the new parameters (no step has run yet, so there is no state to carry);
 4. the precision: autocast around each phase at call time (``PhasedStep``, or ``PipelineStep``).
 
 Timing under distribution (``time_distributed``): every rank must run the same number of steps, or

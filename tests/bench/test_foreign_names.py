@@ -38,6 +38,12 @@ def invoke(*args: str) -> Any:
     return runner.invoke(app, list(args))
 
 
+@pytest.fixture(autouse=True)
+def _scenario_dir_restored(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Resolving a relative name records the directory in the environment; put it back afterwards."""
+    monkeypatch.setenv(SCENARIO_DIR_ENV, "")
+
+
 def _write(folder: Path, name: str, text: str) -> Path:
     path = folder / name
     path.write_text(textwrap.dedent(text), encoding="utf-8")
@@ -131,6 +137,19 @@ BAD_FACTORIES = {
     "badhint.py": "def build(width: list = []):\n    pass\n",
     "baddefault.py": "def build(width: int = 'eight'):\n    pass\n",
     "importerror.py": "raise RuntimeError('boom at import')\n",
+    "checks.py": (
+        "from typing import Literal\n"
+        "from bench.api import scenario\n"
+        "@scenario(checks={'dropout': 'probability'})\n"
+        "def build(dropout: float = 0.1, act: Literal['gelu', 'relu'] = 'gelu'):\n"
+        "    pass\n"
+    ),
+    "badcheck.py": (
+        "from bench.api import scenario\n"
+        "@scenario(checks={'dropout': 'small'})\n"
+        "def build(dropout: float = 0.1):\n"
+        "    pass\n"
+    ),
 }
 
 
@@ -145,6 +164,9 @@ BAD_FACTORIES = {
         ("baddefault.py:build", "parameter 'width': default 'eight' is not a int"),
         ("importerror.py:build", "raised RuntimeError: boom at import"),
         ("syntax.py:nothing", "syntax error"),
+        ("checks.py:build -p dropout=1.5", "dropout: must be a probability in [0, 1), got 1.5"),
+        ("checks.py:build -p act=tanh", "act: unknown value 'tanh'; expected one of ['gelu', 'relu']"),
+        ("badcheck.py:build", "unknown check(s) {'dropout': 'small'}"),
     ],
 )
 def test_a_bad_factory_file_exits_2_naming_it(
@@ -153,7 +175,7 @@ def test_a_bad_factory_file_exits_2_naming_it(
     for file, text in BAD_FACTORIES.items():
         _write(tmp_path, file, text)
     monkeypatch.chdir(tmp_path)
-    r = invoke("run", name, "--out", str(tmp_path / "x.csv"))
+    r = invoke("run", *name.split(), "--out", str(tmp_path / "x.csv"))
     assert r.exit_code == 2, r.output
     assert needle in r.output and "Traceback" not in r.output
     assert name.split(":")[0] in r.output  # the file is named
@@ -337,7 +359,11 @@ def test_an_installed_entry_point_is_listed_and_runs(tmp_path: Path) -> None:
     info = site / "dlbench_ep_fixture-0.1.dist-info"
     info.mkdir()
     _write(info, "METADATA", "Metadata-Version: 2.1\nName: dlbench-ep-fixture\nVersion: 0.1\n")
-    _write(info, "entry_points.txt", "[dlbench.scenarios]\nepmodel = dlbench_ep_fixture:build\n")
+    _write(
+        info,
+        "entry_points.txt",
+        "[dlbench.scenarios]\nepmodel = dlbench_ep_fixture:build\nbroken = dlbench_ep_fixture:nothing\n",
+    )
     _write(info, "RECORD", "")
     probe = (
         "import sys\n"
@@ -360,5 +386,6 @@ def test_an_installed_entry_point_is_listed_and_runs(tmp_path: Path) -> None:
     text = out.stdout
     assert "EXIT 0" in text and "epmodel  entry-point fixture model" in text, text
     assert "preset tiny: width=4" in text
+    assert "broken  could not load: scenario 'broken': loading its entry point" in text  # listed, not fatal
     assert "HEAVY []" in text  # listing an entry point imports neither timm nor transformers
     assert "ROW ok epmodel 4" in text
