@@ -17,14 +17,14 @@ TORCH = os.environ.get("TORCH_SPEC", "torch==2.13.0")
 @nox.session
 def tests(session: nox.Session) -> None:
     session.install(TORCH)
-    session.install("-e", ".[test,energy]")  # the energy tests use the real Zeus
+    session.install("-e", ".[test,timm,hf,energy]")  # the energy tests use the real Zeus
     session.run("pytest", "-q", *session.posargs)
 
 
 @nox.session
 def lint(session: nox.Session) -> None:
     session.install("ruff>=0.6")
-    session.run("ruff", "check", "dlcore", "bench", "tests", "noxfile.py")
+    session.run("ruff", "check", "dlcore", "bench", "tests", "examples", "noxfile.py")
 
 
 @nox.session

@@ -10,6 +10,18 @@
     dlbench.list_scenarios()   # names, parameters with defaults, presets
     dlbench.env("cpu")         # the environment fingerprint that goes into every row
 
+Your own model (README "Your model"): a factory returning a ``Workload``, named wherever a scenario
+name goes (``dlbench.run("models/gpt.py:build")``, ``"mypkg.models:build"``, ``"timm:resnet50"``,
+``"hf:gpt2"``, or an installed entry point's name):
+
+    from bench.api import Workload, scenario
+
+    @scenario(presets={"tiny": {"width": 64}})
+    def build(width: int = 512, batch_size: int = 8) -> Workload: ...
+
+Importing this module has no side effects: it loads no scenario, no torch and no user code
+(``Workload`` is imported from ``bench.workload`` when first used; ``scenario`` is torch-free).
+
 Every option of ``run`` is a field of ``bench.run.request.RunRequest`` (its defaults and
 constraints live there, shared with the CLI and sweep files). The library never prints: the CLI
 passes a progress reporter and prints the summary (``bench.console``).
@@ -30,11 +42,12 @@ import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from bench import results
 from bench.constraints import split_list
 from bench.errors import UsageError
+from bench.foreign.factory import scenario
 from bench.registry import load_scenarios
 from bench.results import load_results, load_samples
 from bench.run.execute import execute, new_run_id
@@ -47,6 +60,7 @@ __all__ = [
     "RunRequest",
     "RunSummary",
     "UsageError",
+    "Workload",
     "check_device",
     "default_device",
     "energy_status",
@@ -59,9 +73,22 @@ __all__ = [
     "parse_assignments",
     "plan_run",
     "run",
+    "scenario",
     "split_list",
     "varying_params",
 ]
+
+if TYPE_CHECKING:
+    from bench.workload import Workload
+
+
+def __getattr__(name: str) -> Any:
+    """``Workload`` on first use (it imports torch; ``import bench.api`` does not)."""
+    if name == "Workload":
+        from bench.workload import Workload
+
+        return Workload
+    raise AttributeError(f"module 'bench.api' has no attribute {name!r}")
 
 
 class Progress(Protocol):
@@ -217,24 +244,58 @@ def execute_plan(plan: RunPlan, *, progress: bool | Progress = True) -> RunSumma
     )
 
 
-def list_scenarios(include_test_only: bool = False) -> list[dict[str, Any]]:
-    """Registered scenarios: name, description, parameters (defaults), presets, modes."""
+def list_scenarios(include_test_only: bool = False, name: str | None = None) -> list[dict[str, Any]]:
+    """Scenarios: name, description, parameters (defaults), presets, modes.
+
+    Without ``name``: the built-ins, then the installed entry points (group ``dlbench.scenarios``;
+    each is imported to show its parameters and presets; one that fails to load is listed with
+    ``error`` set instead). With ``name``: that one scenario, any form ``run`` accepts
+    (``models/gpt.py:build``, ``timm:resnet50``, ...), with ``parameter_types`` too; an unknown or
+    bad name raises ``UsageError``.
+    """
+    from bench.registry import get_scenario
+
+    if name is not None:
+        try:
+            spec = get_scenario(name.strip())
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+        info = _scenario_info(spec)
+        info["parameter_types"] = {p: spec.describe_parameter(p) for p in spec.parameters()}
+        if spec.aliases:
+            info["aliases"] = dict(spec.aliases)
+        return [info]
     out = []
-    for name, spec in sorted(load_scenarios().items()):
+    builtins = load_scenarios()
+    for _name, spec in sorted(builtins.items()):
         if spec.test_only and not include_test_only:
             continue
-        out.append(
-            {
-                "name": name,
-                "description": spec.description,
-                "parameters": spec.parameters(),
-                "presets": {k: dict(v) for k, v in spec.presets.items()},
-                "modes": list(spec.modes),
-                "unsupported_modes": dict(spec.unsupported_modes),
-                "test_only": spec.test_only,
-            }
-        )
+        out.append(_scenario_info(spec))
+    from bench.foreign.resolve import entry_point_names
+
+    for ep_name in entry_point_names():
+        if ep_name in builtins:
+            continue  # a built-in name wins; the entry point is never reached
+        try:
+            out.append(_scenario_info(get_scenario(ep_name)))
+        except ValueError as exc:
+            out.append(
+                {"name": ep_name, "description": "", "parameters": {}, "presets": {}, "modes": [],
+                 "unsupported_modes": {}, "test_only": False, "error": str(exc)}
+            )  # fmt: skip
     return out
+
+
+def _scenario_info(spec: Any) -> dict[str, Any]:
+    return {
+        "name": spec.name,
+        "description": spec.description,
+        "parameters": spec.parameters(),
+        "presets": {k: dict(v) for k, v in spec.presets.items()},
+        "modes": list(spec.modes),
+        "unsupported_modes": dict(spec.unsupported_modes),
+        "test_only": spec.test_only,
+    }
 
 
 def env(device: str | None = None) -> dict[str, Any]:

@@ -15,7 +15,11 @@
     def build_attention(cfg: AttentionConfig, ctx: BuildContext) -> Workload: ...
 
 No exec, no target strings: a scenario is found by name in ``SCENARIOS`` after
-``bench.scenarios`` has been imported (``load_scenarios()`` does that).
+``bench.scenarios`` has been imported (``load_scenarios()`` does that). A name that is not there is
+handed to ``bench.foreign.resolve`` by ``get_scenario``: a model of your own (``path/file.py:factory``,
+``package.module:factory``, an entry point of the group ``dlbench.scenarios``) or ``timm:`` /
+``hf:``, whose spec is generated from the factory's signature or the model's configuration (not
+added to ``SCENARIOS``; cached there). So every consumer of a name accepts them.
 
 The registry owns parameter parsing and validation. A config field declares its constraint with
 ``size(8)``, ``size0(0)``, ``positive(1e-3)``, ``probability(0.0)`` or ``choice("gelu", (...))``
@@ -104,6 +108,12 @@ class ScenarioSpec:
     # modes listed here are reported as `skipped` rows with this reason instead of being run
     unsupported_modes: Mapping[str, str] = field(default_factory=dict)
     test_only: bool = False  # hidden from `dlbench list` unless asked
+    # other names of parameters (a Hugging Face configuration's attribute_map: num_hidden_layers -> n_layer)
+    aliases: Mapping[str, str] = field(default_factory=dict)
+
+    def canonical(self, name: str) -> str:
+        """The parameter ``name`` stands for (itself unless it is an alias)."""
+        return self.aliases.get(name, name)
 
     def parameters(self) -> dict[str, Any]:
         """Config field name -> default value."""
@@ -136,6 +146,7 @@ class ScenarioSpec:
         expected. Range constraints are checked by ``make_config``.
         """
         params = self.parameters()
+        name = self.canonical(name)
         if name not in params:
             raise ValueError(
                 f"scenario {self.name!r} has no parameter {name!r}; its parameters are {sorted(params)}"
@@ -150,6 +161,8 @@ class ScenarioSpec:
                 f"expected one of {sorted(self.presets)}"
             )
         params = self.parameters()
+        if self.aliases:
+            overrides = self._unalias(overrides)
         unknown = sorted(set(overrides) - set(params))
         if unknown:
             raise ValueError(
@@ -161,6 +174,15 @@ class ScenarioSpec:
             if check is not None:
                 check(name, value)
         return self.config_cls(**values)
+
+    def _unalias(self, values: Mapping[str, Any]) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for name, value in values.items():
+            key = self.canonical(name)
+            if key in out:
+                raise ValueError(f"{key}: given twice (as {key!r} and as its alias {name!r}); give one")
+            out[key] = value
+        return out
 
 
 SCENARIOS: dict[str, ScenarioSpec] = {}
@@ -215,13 +237,27 @@ def load_scenarios() -> dict[str, ScenarioSpec]:
 
 
 def get_scenario(name: str) -> ScenarioSpec:
-    """Scenario by name; ValueError suggests the closest names when it is unknown."""
+    """Scenario by name; ValueError suggests the closest names when it is unknown.
+
+    A name that is not a built-in is resolved by ``bench.foreign.resolve`` (imported only then): a
+    factory (``path/to/file.py:build``, ``package.module:build``), ``timm:<model>``,
+    ``hf:<model type>`` or an installed entry point. Its errors (a missing file or attribute, a bad
+    factory signature, an unknown timm or HF name) are ``UsageError`` s naming what is wrong.
+    """
     load_scenarios()
     if name in SCENARIOS:
         return SCENARIOS[name]
-    public = sorted(n for n, s in SCENARIOS.items() if not s.test_only)
+    from bench.foreign.resolve import entry_point_names, resolve
+
+    spec = resolve(name)
+    if spec is not None:
+        return spec
+    public = sorted(n for n, s in SCENARIOS.items() if not s.test_only) + entry_point_names()
     # test-only scenarios ("_crash", ...) are listed nowhere, but a name that starts like one gets them
     pool = list(SCENARIOS) if name.startswith("_") else public
     close = difflib.get_close_matches(name, pool, n=3, cutoff=0.4)
     hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
-    raise ValueError(f"scenario: unknown scenario {name!r}; known: {public}.{hint}")
+    raise ValueError(
+        f"scenario: unknown scenario {name!r}; known: {public}, or a model of your own "
+        f"(path/to/file.py:factory, package.module:factory, timm:<model>, hf:<model type>).{hint}"
+    )

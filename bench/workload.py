@@ -6,8 +6,9 @@ step that is measured (``dlbench run``) or profiled (``dlbench profile``), apply
 in a fixed order, as torchtitan's ``parallelize_*`` does:
 
 1. ``build_workload``: seed, build, then the memory format (channels_last: model and 4-D inputs);
-2. ``make_step``: activation checkpointing (from outside the model), then the precision
-   (autocast, and a GradScaler for fp16 training) inside ``PhasedStep``.
+2. ``make_step``: activation checkpointing of ``Workload.blocks`` (from outside the model; a model
+   without blocks is ``Unsupported``, a ``skipped`` row), then the precision (autocast, and a
+   GradScaler for fp16 training) inside ``PhasedStep``.
 
 A ``PhasedStep`` knows the mode (forward = inference, train = forward + backward + optimizer).
 Timing calls ``step.run()``; the memory pass calls the phases one by one (``step.phases``) to
@@ -23,7 +24,9 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.utils._pytree import tree_flatten
 
+from bench.errors import Unsupported
 from bench.registry import CHECKPOINTING, PRECISIONS, BuildContext, ScenarioSpec
 
 __all__ = ["CHECKPOINTING", "PRECISIONS", "PRECISION_DTYPES", "PhasedStep", "Workload"]
@@ -38,18 +41,49 @@ PRECISION_DTYPES: dict[str, torch.dtype] = {
 
 @dataclass
 class Workload:
+    """What one step measures: a model, a batch, a loss and an optimizer. Public as ``bench.api.Workload``.
+
+    A scenario builder, or your own factory (README "Your model"), returns one. The batch is made by
+    the builder at the size its ``batch_size`` parameter asks for (a ddp rank builds its share, the
+    budget search builds each size it probes), on the device it is built on, and reused every step:
+
+    - ``inputs``: the positional arguments of ``model(...)``; ``kwargs``: its keyword arguments (a
+      Hugging Face model takes ``input_ids=..., labels=...``). Any nesting of tensors;
+    - ``loss_fn(output) -> scalar`` for training. ``None``: the output's own ``loss`` (a model that
+      computes it from ``labels``, as Hugging Face models do), else the mean square of the output;
+    - ``optimizer``: required in train mode (a factory that returns none gets
+      ``dlcore.AdamWWithWarmup`` over the model's parameters);
+    - ``items_per_step`` and ``unit``: what throughput counts (``f"{unit}/s"``); 0 counts the batch's
+      leading dimension (of the first tensor input);
+    - ``blocks``: the model's repeated block types (a Transformer layer, a residual block).
+      Activation checkpointing wraps each, FSDP shards each before the root, and a pipeline is cut
+      between them. A factory may leave it empty: dlbench then detects them
+      (``bench.foreign.blocks``).
+    """
+
     model: nn.Module
-    inputs: tuple[Any, ...]  # positional arguments of model(...)
+    inputs: tuple[Any, ...] = ()  # positional arguments of model(...)
     loss_fn: Callable[[Any], torch.Tensor] | None = None  # model output -> scalar loss (train mode)
     optimizer: torch.optim.Optimizer | None = None  # required in train mode unless custom_step
-    items_per_step: int = 1  # what throughput counts: tokens, images, samples, params
+    items_per_step: int = 0  # what throughput counts: tokens, images, samples, params (0: the batch)
     unit: str = "samples"  # throughput_unit is f"{unit}/s"
-    # submodule types wrapped by apply_activation_checkpointing when checkpointing == "full"
-    checkpoint_targets: tuple[type[nn.Module], ...] = ()
+    # the repeated block types: checkpointing wraps each, FSDP shards each, a pipeline cuts between them
+    blocks: tuple[type[nn.Module], ...] = ()
     # replaces forward/backward/optimizer entirely (e.g. the optimizer scenario times only .step())
     custom_step: Callable[[], None] | None = None
     custom_phase_name: str = "optimizer"
     extra: dict[str, Any] = field(default_factory=dict)  # scenario-specific result columns
+    kwargs: dict[str, Any] = field(default_factory=dict)  # keyword arguments of model(...)
+
+    def batch_tensors(self) -> list[torch.Tensor]:
+        """Every tensor of the batch (``inputs`` and ``kwargs``), in order."""
+        leaves = tree_flatten([list(self.inputs), self.kwargs])[0]
+        return [t for t in leaves if isinstance(t, torch.Tensor)]
+
+    def batch_len(self) -> int:
+        """The leading dimension of the first tensor input (1 when there is none)."""
+        first = next((t for t in self.batch_tensors() if t.dim() > 0), None)
+        return int(first.shape[0]) if first is not None else 1
 
 
 def preferred_amp(device: str) -> str:
@@ -67,6 +101,13 @@ def autocast_context(device: str, precision: str) -> contextlib.AbstractContextM
 
 
 def _default_loss(out: Any) -> torch.Tensor:
+    """The model's own loss when its output carries one (``out.loss`` / ``out["loss"]``, as a Hugging
+    Face model computes from ``labels``), else the mean square of the (first) output tensor."""
+    own = out.get("loss") if isinstance(out, dict) else getattr(out, "loss", None)
+    if isinstance(own, torch.Tensor):
+        return own
+    if isinstance(out, dict):
+        out = next(iter(out.values()))
     if isinstance(out, tuple | list):
         out = out[0]
     return out.float().pow(2).mean()
@@ -115,11 +156,11 @@ class PhasedStep:
     # phases ------------------------------------------------------------------------------
     def _forward_inference(self) -> None:
         with torch.no_grad(), autocast_context(self.device, self.precision):
-            self.w.model(*self.w.inputs)
+            self.w.model(*self.w.inputs, **self.w.kwargs)
 
     def _forward_train(self) -> None:
         with autocast_context(self.device, self.precision):
-            out = self.w.model(*self.w.inputs)
+            out = self.w.model(*self.w.inputs, **self.w.kwargs)
             loss_fn = self.w.loss_fn or _default_loss
             self._loss = loss_fn(out)
 
@@ -143,14 +184,14 @@ class PhasedStep:
 
 
 def apply_channels_last(workload: Workload) -> None:
-    """Model and every 4-D input tensor in channels_last (NHWC) memory format, in place.
+    """Model and every 4-D batch tensor in channels_last (NHWC) memory format, in place.
 
     Inputs are converted through ``.data`` so that the tensor objects a builder's loss closure holds
     (and clears the gradient of) stay the same objects.
     """
     workload.model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # stub lacks it
-    for x in workload.inputs:
-        if isinstance(x, torch.Tensor) and x.dim() == 4:
+    for x in workload.batch_tensors():
+        if x.dim() == 4:
             x.data = x.data.contiguous(memory_format=torch.channels_last)
 
 
@@ -158,6 +199,8 @@ def build_workload(spec: ScenarioSpec, cfg: Any, ctx: BuildContext) -> Workload:
     """Seed, build the scenario, and apply channels_last when ``ctx`` or the config asks for it."""
     with seeded(ctx.seed):
         workload: Workload = spec.build(cfg, ctx)
+    if workload.items_per_step <= 0:
+        workload.items_per_step = workload.batch_len()
     if hasattr(cfg, "channels_last"):
         workload.extra["channels_last"] = bool(ctx.channels_last or cfg.channels_last)
     if ctx.channels_last or getattr(cfg, "channels_last", False) is True:
@@ -181,11 +224,15 @@ def make_step(
 ) -> PhasedStep:
     """Apply checkpointing (from outside the model), then wrap the precision in the step to measure."""
     if checkpointing == "full" and workload.custom_step is None:
-        if not workload.checkpoint_targets:
-            raise ValueError("checkpointing: this scenario declares no checkpoint_targets")
+        if not workload.blocks:
+            raise Unsupported(
+                f"checkpointing=full: {type(workload.model).__name__} has no repeated blocks to checkpoint "
+                "(none declared, and no ModuleList or Sequential of same-type children with parameters "
+                "found); a model of your own can name them with -p checkpoint_blocks=ClassName"
+            )
         from dlcore import apply_activation_checkpointing
 
-        apply_activation_checkpointing(workload.model, module_types=workload.checkpoint_targets)
+        apply_activation_checkpointing(workload.model, module_types=workload.blocks)
     return PhasedStep(workload, mode=mode, precision=precision, device=device)
 
 

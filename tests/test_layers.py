@@ -46,6 +46,9 @@ TORCH_FREE = [
     "import bench.run.request, bench.run.sweep, bench.run.grid",
     "import bench.gate, bench.gate.perf, bench.gate.baseline, bench.gate.interleave",
     "import bench.results.compare, bench.results.pytest_benchmark",
+    # the public API loads no scenario, no user code and no torch until it is used
+    "import bench.api; from bench.api import scenario",
+    "import bench.foreign, bench.foreign.names, bench.foreign.resolve, bench.foreign.factory",
 ]
 
 
@@ -78,6 +81,32 @@ def test_scenarios_never_import_the_runner_or_results() -> None:
     assert not _has(mods, "bench.run"), sorted(m for m in mods if m.startswith("bench.run"))
     assert not _has(mods, "bench.results")
     assert not _has(mods, "bench.api")
+    assert not _has(mods, "bench.foreign")  # built-in names never load the foreign resolver
+
+
+def test_foreign_models_never_import_the_runner_or_results(tmp_path: Path) -> None:
+    # the factory imports Workload from bench.workload: bench.api, a user's usual import, is the façade
+    # over the runner, and it would be the user's module that loads it, not bench.foreign
+    factory = tmp_path / "m.py"
+    factory.write_text(
+        "import torch\n"
+        "from bench.workload import Workload\n"
+        "def build(batch_size: int = 2) -> Workload:\n"
+        "    return Workload(model=torch.nn.Linear(2, 2), inputs=(torch.randn(batch_size, 2),))\n",
+        encoding="utf-8",
+    )
+    code = (
+        "import bench.registry as r\n"
+        f"spec = r.get_scenario({f'{factory}:build'!r})\n"
+        "spec.build(spec.make_config('tiny'), r.BuildContext(device='cpu', mode='train'))\n"
+        "import bench.foreign.prepare, bench.foreign.blocks\n"
+        "import bench.foreign.timm_models, bench.foreign.hf_models\n"
+    )
+    mods = _loaded_after(code)
+    assert _has(mods, "bench.foreign.factory") and _has(mods, "torch")
+    assert not _has(mods, "bench.run"), sorted(m for m in mods if m.startswith("bench.run"))
+    assert not _has(mods, "bench.results") and not _has(mods, "bench.api")
+    assert not _has(mods, "timm") and not _has(mods, "transformers")  # only a timm:/hf: name loads them
 
 
 def test_dlcore_never_imports_bench() -> None:

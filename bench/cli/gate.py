@@ -99,7 +99,14 @@ def print_table(d: dict[str, Any], console: Any) -> None:
 
 @app.command("gate")
 def gate_cmd(
-    scenario: Annotated[str, typer.Argument(help="Scenario name (see `dlbench list`).")],
+    scenario: Annotated[
+        str,
+        typer.Argument(
+            help="Scenario: a built-in name (see `dlbench list`) or a model of your own "
+            "(path/to/file.py:factory, package.module:factory, timm:<model>, hf:<model type>, an entry "
+            "point; loading a factory runs its code). Both trees must know the name."
+        ),
+    ],
     base: Annotated[
         str | None,
         typer.Option("--base", help="BASE: a git ref (temporary worktree) or a directory. \\[default: .]"),

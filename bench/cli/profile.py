@@ -68,7 +68,14 @@ _HELP = "\n\n".join(
 
 @app.command("profile", help=_HELP)
 def profile_cmd(
-    scenario: Annotated[str | None, typer.Argument(help="Scenario name (see `dlbench list`).")] = None,
+    scenario: Annotated[
+        str | None,
+        typer.Argument(
+            help="Scenario: a built-in name (see `dlbench list`) or a model of your own "
+            "(path/to/file.py:factory, package.module:factory, timm:<model>, hf:<model type>, an entry "
+            "point; loading a factory runs its code)."
+        ),
+    ] = None,
     out: Annotated[
         Path | None,
         typer.Option(

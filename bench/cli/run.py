@@ -10,25 +10,53 @@ import typer
 
 from bench.cli import app, usage_error
 
+_FOREIGN_HELP = (
+    "A scenario is a built-in name (see `dlbench list`), a model of your own as path/to/file.py:factory "
+    "or package.module:factory (a function returning bench.api.Workload; its keyword parameters become "
+    "the scenario's parameters), timm:<model> or hf:<model type> (random weights, offline), or an "
+    "installed entry point's name. Loading a factory runs its code: name only files you trust."
+)
 
-@app.command("list")
+
+@app.command("list", help=f"List scenarios with their parameters (defaults) and presets.\n\n{_FOREIGN_HELP}")
 def list_cmd(
+    name: Annotated[
+        str | None,
+        typer.Argument(
+            help="Show this one scenario, with each parameter's type and constraint: a built-in name, "
+            "path/to/file.py:factory, package.module:factory, timm:<model>, hf:<model type>, an entry point."
+        ),
+    ] = None,
     all_: Annotated[
         bool, typer.Option("--all", help="Also show test-only scenarios (names start with _).")
     ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")] = False,
 ) -> None:
-    """List scenarios with their parameters (defaults) and presets."""
-    from bench.api import list_scenarios
+    from bench.api import UsageError, list_scenarios
 
-    scenarios = list_scenarios(include_test_only=all_)
+    try:
+        scenarios = list_scenarios(include_test_only=all_, name=name)
+    except UsageError as exc:
+        raise usage_error(str(exc)) from None
     if as_json:
         typer.echo(json.dumps(scenarios, indent=2, default=str))
         return
     for s in scenarios:
         typer.secho(s["name"], bold=True, nl=False)
+        if s.get("error"):
+            typer.secho(f"  could not load: {s['error']}", fg=typer.colors.RED)
+            continue
         typer.echo(f"  {s['description']}")
-        typer.echo("    parameters: " + " ".join(f"{k}={v}" for k, v in s["parameters"].items()))
+        types = s.get("parameter_types")
+        if types:
+            typer.echo("    parameters:")
+            width = max(len(f"{k}={v}") for k, v in s["parameters"].items())
+            for k, v in s["parameters"].items():
+                typer.echo(f"      {f'{k}={v}':<{width}}  {types[k]}")
+            for alias, target in (s.get("aliases") or {}).items():
+                typer.echo(f"      {alias} is {target}")
+        else:
+            typer.echo("    parameters: " + " ".join(f"{k}={v}" for k, v in s["parameters"].items()))
         for preset, overrides in s["presets"].items():
             shown = " ".join(f"{k}={v}" for k, v in overrides.items()) or "(the defaults)"
             typer.echo(f"    preset {preset}: {shown}")
@@ -68,10 +96,18 @@ def env_cmd(
 _LIST_HELP = "Comma-separated values are a grid axis."
 
 
-@app.command("run")
+@app.command(
+    "run",
+    help="Measure a scenario over a grid of configurations; one CSV row per configuration.\n\n"
+    + _FOREIGN_HELP,
+)
 def run_cmd(
     scenario: Annotated[
-        str | None, typer.Argument(help="Scenario name (see `dlbench list`); optional with --sweep.")
+        str | None,
+        typer.Argument(
+            help="Scenario: a built-in name (see `dlbench list`), path/to/file.py:factory, "
+            "package.module:factory, timm:<model>, hf:<model type> or an entry point; optional with --sweep."
+        ),
     ] = None,
     mode: Annotated[
         str | None, typer.Option("--mode", help="forward, train. \\[default: forward,train]")
@@ -199,7 +235,7 @@ def run_cmd(
         ),
     ] = None,
 ) -> None:
-    """Measure a scenario over a grid of configurations; one CSV row per configuration."""
+    """Measure a scenario over a grid of configurations (the help text is given to the decorator)."""
     from bench.api import UsageError, execute_plan, parse_assignments, plan_run, varying_params
     from bench.console import RunProgress, print_summary
     from bench.results import ResultsWriteError

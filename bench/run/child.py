@@ -6,11 +6,13 @@ measures, and writes its result as JSON (written to a temporary name, then renam
 never reads half a file):
 
     request: {"config": RunConfig.to_json(), "request": RunRequest.to_dict(), "device_name": ...}
-    result:  {"status": "ok" | "oom" | "error", "reason": "...", "measurement": Measurement.to_dict() | null}
+    result:  {"status": "ok" | "oom" | "error" | "skipped", "reason": "...", "measurement": ... | null}
 
 Python-level failures become a result (``torch.OutOfMemoryError`` or a CPU allocation failure ->
-``oom``, anything else -> ``error`` with the exception, traceback on stderr). Anything that kills
-the process (signal, abort) leaves no result file, and the parent reads the exit status instead.
+``oom``; ``bench.errors.Unsupported``, a configuration found unable to run while building it ->
+``skipped`` with its message; anything else -> ``error`` with the exception, traceback on stderr).
+Anything that kills the process (signal, abort) leaves no result file, and the parent reads the exit
+status instead.
 """
 
 from __future__ import annotations
@@ -54,7 +56,8 @@ def is_oom(exc: BaseException) -> bool:
 
 
 def run_request(request: dict[str, Any]) -> dict[str, Any]:
-    """Measure the configuration of a request; a Python exception becomes an oom/error result."""
+    """Measure the configuration of a request; a Python exception becomes an oom/error/skipped result."""
+    from bench.errors import Unsupported
     from bench.run.grid import RunConfig
     from bench.run.measure import measure
     from bench.run.request import RunRequest
@@ -64,6 +67,8 @@ def run_request(request: dict[str, Any]) -> dict[str, Any]:
         m = measure(
             cfg, RunRequest.from_dict(request.get("request", {})), device_name=request.get("device_name")
         )
+    except Unsupported as exc:
+        return {"status": "skipped", "reason": str(exc), "measurement": None}
     except Exception as exc:
         traceback.print_exc()
         status = "oom" if is_oom(exc) else "error"

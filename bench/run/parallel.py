@@ -9,11 +9,12 @@ order: activation checkpointing, then the data/model parallelism, then the preci
    each; ``dp`` (one process) and a ``pipeline`` take the whole batch. Every rank builds with the same
    seed, so the replicas start from the same weights (FSDP2 does not broadcast them);
 2. activation checkpointing (``bench.workload.make_step``), on the unsplit, unwrapped model;
-3. ``apply_parallel``: ``dlcore.parallel`` ``wrap_dp`` / ``wrap_ddp`` / ``wrap_fsdp`` (with the AMP
-   dtype as FSDP's ``mp_dtype``), or ``split_encoder`` / ``split_resnet`` + ``build_pipeline`` (this
-   rank's stage only; the optimizer keeps only that stage's parameters). FSDP replaces the parameters
-   by DTensor shards, so the optimizer's parameter groups are pointed at the new parameters (no step
-   has run yet, so there is no state to carry);
+3. ``apply_parallel``: ``dlcore.parallel`` ``wrap_dp`` / ``wrap_ddp`` / ``wrap_fsdp`` (one group per
+   ``Workload.blocks`` block, then the root; the AMP dtype as FSDP's ``mp_dtype``), or
+   ``split_encoder`` / ``split_resnet`` + ``build_pipeline`` (any other model: cut at its blocks by
+   tracing, ``bench.run.traced_pipeline``; this rank's stage only; the optimizer keeps only that
+   stage's parameters). FSDP replaces the parameters by DTensor shards, so the optimizer's parameter
+   groups are pointed at the new parameters (no step has run yet, so there is no state to carry);
 4. the precision: autocast around each phase at call time (``PhasedStep``, or ``PipelineStep``).
 
 Timing under distribution (``time_distributed``): every rank must run the same number of steps, or
@@ -41,13 +42,15 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.utils._pytree import tree_flatten
 
+from bench.errors import Unsupported
 from bench.registry import BuildContext, get_scenario
 from bench.run.grid import RunConfig
 from bench.workload import PRECISION_DTYPES, Workload, autocast_context, build_workload, make_step
 
 
-class ParallelUnsupported(Exception):
+class ParallelUnsupported(Unsupported):
     """This configuration cannot be parallelised this way (the row is ``skipped``, not ``error``)."""
 
 
@@ -133,7 +136,7 @@ def apply_parallel(
         )
         return info, None
     if parallel == "fsdp":
-        from dlcore.parallel import wrap_fsdp
+        from dlcore.parallel import DEFAULT_BLOCK_TYPES, wrap_fsdp
 
         if amp is not None and any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()):
             # FSDP's param_dtype would hand BatchNorm bf16/fp16 weights beside its fp32 running
@@ -143,8 +146,8 @@ def apply_parallel(
         info.extra["fsdp_param_dtype"] = str(amp or "model dtype").replace("torch.", "")
         params, grads = _param_bytes(model, amp), _param_bytes(model, torch.float32 if amp else None)
         names = {id(p): n for n, p in model.named_parameters()}
-        try:
-            wrap_fsdp(model, mp_dtype=amp)
+        try:  # one group per repeated block (the scenario's, or the detected ones), then the root
+            wrap_fsdp(model, block_types=workload.blocks or DEFAULT_BLOCK_TYPES, mp_dtype=amp)
         except ValueError:  # no known block type: shard the root as one group
             wrap_fsdp(model, block_types=(), mp_dtype=amp)
             info.extra["fsdp_groups"] = "root"
@@ -179,22 +182,35 @@ def _split(workload: Workload, n_stages: int) -> list[nn.Module]:
     )
 
 
-def _pipeline_loss(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Per-micro-batch loss of the last stage: the mean square of the output (the scenario's own loss
-    closes over full-batch labels; its cost is negligible beside the stages' compute)."""
+def _pipeline_loss(output: Any, target: torch.Tensor) -> torch.Tensor:
+    """Per-micro-batch loss of the last stage: the mean square of the output (of its first tensor when
+    a traced stage returns several; the scenario's own loss closes over full-batch labels; its cost is
+    negligible beside the stages' compute)."""
+    if isinstance(output, tuple | list):
+        output = output[0]
     return output.float().pow(2).mean()
 
 
 def _apply_pipeline(
     workload: Workload, info: ParallelInfo, device: str, microbatches: int, schedule: str
 ) -> tuple[ParallelInfo, Any]:
+    from dlcore import ResNet, TransformerEncoder
     from dlcore.parallel import bubble_fraction, build_pipeline
 
     p, rank = info.world_size, info.rank
-    if len(workload.inputs) < 1 or not isinstance(workload.inputs[0], torch.Tensor):
-        raise ParallelUnsupported("pipeline: the scenario's model does not take one input tensor")
-    stages = _split(workload, p)
-    stage = stages[rank]
+    pipe = None
+    if not isinstance(workload.model, TransformerEncoder | ResNet):  # any other model: traced at its blocks
+        from bench.run.traced_pipeline import traced_pipeline
+
+        pipe = traced_pipeline(
+            workload, stage_index=rank, num_stages=p, device=device, microbatches=microbatches,
+            schedule=schedule, loss_fn=_pipeline_loss,
+        )  # fmt: skip
+        stage = pipe.module
+    else:
+        if len(workload.inputs) < 1 or not isinstance(workload.inputs[0], torch.Tensor):
+            raise ParallelUnsupported("pipeline: the scenario's model does not take one input tensor")
+        stage = _split(workload, p)[rank]
     keep = {id(q) for q in stage.parameters()}
     if workload.optimizer is not None:
         for group in workload.optimizer.param_groups:
@@ -202,19 +218,21 @@ def _apply_pipeline(
     out_bytes: list[int] = []
 
     def record(_m: nn.Module, _args: Any, out: Any) -> None:
-        if not out_bytes and isinstance(out, torch.Tensor):
-            out_bytes.append(out.numel() * out.element_size())
+        sent = [t for t in tree_flatten(out)[0] if isinstance(t, torch.Tensor)]  # a traced stage: several
+        if not out_bytes and sent:
+            out_bytes.append(sum(t.numel() * t.element_size() for t in sent))
 
     stage.register_forward_hook(record)
-    pipe = build_pipeline(
-        stage,
-        stage_index=rank,
-        num_stages=p,
-        device=device,
-        microbatches=microbatches,
-        schedule=schedule,  # type: ignore[arg-type]  # checked by the grid: gpipe | 1f1b
-        loss_fn=_pipeline_loss,
-    )
+    if pipe is None:
+        pipe = build_pipeline(
+            stage,
+            stage_index=rank,
+            num_stages=p,
+            device=device,
+            microbatches=microbatches,
+            schedule=schedule,  # type: ignore[arg-type]  # checked by the grid: gpipe | 1f1b
+            loss_fn=_pipeline_loss,
+        )
     workload.model = stage  # the full model and the other stages are dropped with ``stages``
     info.stage_index = rank
     info.bubble_fraction = bubble_fraction(p, microbatches)
@@ -256,11 +274,20 @@ class PipelineStep:
     ``run``) so the memory and FLOP passes measure it like any step."""
 
     def __init__(self, workload: Workload, pipe: Any, *, precision: str, device: str) -> None:
-        first = pipe.is_first
-        x = workload.inputs[0].detach() if first else None  # stage 0 feeds the batch; no input grad
+        from bench.run.traced_pipeline import pipeline_batch
+
+        # stage 0 feeds the batch (no input grad): a split model its one input tensor, a traced one
+        # its positional and keyword inputs; later stages receive theirs from the previous stage
+        self.args: tuple[Any, ...] = ()
+        self.kwargs: dict[str, Any] = {}
+        if pipe.is_first:
+            self.args, self.kwargs = (
+                pipeline_batch(workload) if pipe.traced else ((workload.inputs[0].detach(),), {})
+            )
         self.w = Workload(
             model=workload.model,
-            inputs=(x,) if x is not None else (),
+            inputs=self.args,
+            kwargs=self.kwargs,
             optimizer=workload.optimizer,
             items_per_step=workload.items_per_step,
             unit=workload.unit,
@@ -269,8 +296,7 @@ class PipelineStep:
         self.pipe = pipe
         self.precision = precision
         self.device = device
-        self.x = x
-        batch = workload.inputs[0].shape[0]
+        batch = workload.batch_len()
         self.target = torch.zeros(batch, device=device) if pipe.is_last else None
         self._hook = _memtracker_reset_hook(workload.model)  # lives as long as the step
         self.phases: list[tuple[str, Callable[[], None]]] = [
@@ -290,8 +316,7 @@ class PipelineStep:
 
     def _forward_backward(self) -> None:
         with autocast_context(self.device, self.precision):
-            args = (self.x,) if self.x is not None else ()
-            self.pipe.step(*args, target=self.target)
+            self.pipe.step(*self.args, target=self.target, **self.kwargs)
 
     def _optimizer(self) -> None:
         opt = self.w.optimizer
@@ -311,9 +336,12 @@ def build_parallel_step(
     workload = build_workload(spec, scfg, ctx)
     if workload.custom_step is not None:
         raise ParallelUnsupported(f"parallel={cfg.parallel}: the scenario times a custom step, not a model")
-    step: Any = make_step(
-        workload, mode=cfg.mode, precision=cfg.precision, checkpointing=cfg.checkpointing, device=device
-    )  # 1. build, 2. checkpointing; the precision wraps each phase when it runs (4.)
+    try:
+        step: Any = make_step(
+            workload, mode=cfg.mode, precision=cfg.precision, checkpointing=cfg.checkpointing, device=device
+        )  # 1. build, 2. checkpointing; the precision wraps each phase when it runs (4.)
+    except Unsupported as exc:  # no blocks to checkpoint: a skipped row, as a parallel rank reports it
+        raise ParallelUnsupported(str(exc)) from None
     info, pipe = apply_parallel(  # 3. the parallel technique
         workload,
         cfg.parallel,

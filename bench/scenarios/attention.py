@@ -6,7 +6,7 @@ tokens (B x L). In train mode the input requires grad, as it would inside a netw
 also computes the input gradient of the QKV projection; the loss is the mean square of the output.
 
 The module is wrapped in a one-child container (``SelfAttention``) so that activation
-checkpointing (``checkpoint_targets = (MultiHeadAttention,)``) finds a submodule to wrap.
+checkpointing (``blocks = (MultiHeadAttention,)``) finds a submodule to wrap.
 """
 
 from __future__ import annotations
@@ -131,6 +131,6 @@ def build_attention(cfg: AttentionConfig, ctx: BuildContext) -> Workload:
         optimizer=make_optimizer(cfg.optimizer, model.parameters()) if train else None,
         items_per_step=cfg.batch_size * cfg.seq_len,
         unit="tokens",
-        checkpoint_targets=(type(attn),),
+        blocks=(type(attn),),
         extra={"attn_impl": cfg.attn_impl, "causal": cfg.causal, "impl": cfg.impl},
     )

@@ -84,6 +84,6 @@ def build_encoder(cfg: EncoderConfig, ctx: BuildContext) -> Workload:
         optimizer=make_optimizer(cfg.optimizer, model.parameters()) if train else None,
         items_per_step=cfg.batch_size * cfg.seq_len,
         unit="tokens",
-        checkpoint_targets=(TransformerEncoderLayer,),
+        blocks=(TransformerEncoderLayer,),
         extra={"attn_impl": cfg.attn_impl, "causal": cfg.causal, "norm_first": cfg.norm_first},
     )

@@ -70,5 +70,5 @@ def build_resblock(cfg: ResBlockConfig, ctx: BuildContext) -> Workload:
         optimizer=make_optimizer(cfg.optimizer, model.parameters()) if train else None,
         items_per_step=cfg.batch_size,
         unit="images",
-        checkpoint_targets=(PreActBottleneck,),
+        blocks=(PreActBottleneck,),
     )

@@ -59,9 +59,12 @@ class ResNetConfig:
 
 
 def _build_model(cfg: ResNetConfig, device: str) -> tuple[nn.Module, tuple[type[nn.Module], ...]]:
-    """The classifier and its checkpoint targets (block classes)."""
+    """The classifier and its repeated block classes (checkpointing and FSDP wrap each)."""
     if cfg.impl == "timm":
+        from bench.foreign.compat import ensure_importable
+
         try:
+            ensure_importable()  # a torchvision built for another torch must not stop timm's import
             import timm
             from timm.models.resnet import BasicBlock, Bottleneck
         except ImportError as e:
@@ -106,6 +109,6 @@ def build_resnet(cfg: ResNetConfig, ctx: BuildContext) -> Workload:
         optimizer=make_optimizer(cfg.optimizer, model.parameters()) if train else None,
         items_per_step=cfg.batch_size,
         unit="images",
-        checkpoint_targets=targets,
+        blocks=targets,
         extra={"impl": cfg.impl, "arch": cfg.arch},
     )

@@ -119,6 +119,6 @@ def build_transformer(cfg: TransformerConfig, ctx: BuildContext) -> Workload:
         optimizer=make_optimizer(cfg.optimizer, model.parameters()) if train else None,
         items_per_step=cfg.batch_size * cfg.tgt_len,
         unit="tokens",
-        checkpoint_targets=(TransformerEncoderLayer, TransformerDecoderLayer),
+        blocks=(TransformerEncoderLayer, TransformerDecoderLayer),
         extra={"attn_impl": cfg.attn_impl, "src_tokens": cfg.batch_size * cfg.seq_len},
     )

@@ -2,9 +2,10 @@
 
 One technique per module: ``dp`` (``nn.DataParallel``), ``ddp`` (``DistributedDataParallel``),
 ``fsdp`` (FSDP2 ``fully_shard``), ``pipeline`` (``torch.distributed.pipelining``: splitting and
-GPipe / 1F1B schedules), and ``comm`` (the bytes each strategy communicates per step, in closed
-form). The models in ``dlcore.layers`` stay single-device code; these functions wrap, shard or cut
-them. Imports are lazy so that ``import dlcore.parallel`` does not load ``torch.distributed``.
+GPipe / 1F1B schedules; ``traced``: any other model cut at its blocks by tracing), and ``comm`` (the
+bytes each strategy communicates per step, in closed form). The models in ``dlcore.layers`` stay
+single-device code; these functions wrap, shard or cut them. Imports are lazy so that
+``import dlcore.parallel`` does not load ``torch.distributed``.
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ _EXPORTS: dict[str, str] = {
     "build_pipeline": "dlcore.parallel.pipeline",
     "split_encoder": "dlcore.parallel.pipeline",
     "split_resnet": "dlcore.parallel.pipeline",
+    "block_split_points": "dlcore.parallel.traced",
+    "build_traced_pipeline": "dlcore.parallel.traced",
     "STRATEGIES": "dlcore.parallel.comm",
     "all_gather_bytes": "dlcore.parallel.comm",
     "all_reduce_bytes": "dlcore.parallel.comm",
@@ -82,3 +85,4 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
         split_encoder,
         split_resnet,
     )
+    from dlcore.parallel.traced import block_split_points, build_traced_pipeline  # noqa: F401

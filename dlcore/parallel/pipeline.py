@@ -21,7 +21,8 @@ parameters live on it.
 
 :func:`build_pipeline` wraps one stage in ``PipelineStage`` and ``ScheduleGPipe`` / ``Schedule1F1B``
 (``n_microbatches=microbatches``, gradients averaged over micro-batches) and returns a
-:class:`Pipeline` whose ``step`` runs one forward and backward of the whole batch.
+:class:`Pipeline` whose ``step`` runs one forward and backward of the whole batch. Any other model is
+cut by tracing it (``dlcore.parallel.traced``), into the same :class:`Pipeline`.
 """
 
 from __future__ import annotations
@@ -262,16 +263,20 @@ class Pipeline:
 
     def __init__(
         self,
-        stage: PipelineStage,
+        stage: Any,
         schedule: ScheduleGPipe | Schedule1F1B,
         microbatches: int,
         schedule_name: str,
+        *,
+        traced: bool = False,
     ) -> None:
-        self.stage = stage
+        self.stage = stage  # a PipelineStage, or the stage a traced Pipe built (dlcore.parallel.traced)
         self.schedule = schedule
         self.microbatches = microbatches
         self.schedule_name = schedule_name
-        self._metadata_inferred = False
+        # a traced stage knows its shapes from the trace: no shape-inference forward to undo
+        self.traced = traced
+        self._metadata_inferred = traced
 
     @property
     def module(self) -> nn.Module:
@@ -293,19 +298,21 @@ class Pipeline:
     def is_last(self) -> bool:
         return self.stage.is_last
 
-    def step(self, *inputs: Any, target: Tensor | None = None, losses: list[Tensor] | None = None) -> Any:
+    def step(
+        self, *inputs: Any, target: Tensor | None = None, losses: list[Tensor] | None = None, **kwargs: Any
+    ) -> Any:
         """Run the schedule on the whole batch.
 
-        Every rank may make the same call (SPMD style): ``inputs`` are used on the first stage only,
-        ``target`` and ``losses`` (a list that receives one loss per micro-batch) on the last only.
-        Every tensor's dim 0 is split into ``microbatches`` equal micro-batches. Returns the merged
-        output on the last stage, else None.
+        Every rank may make the same call (SPMD style): ``inputs`` and keyword ``kwargs`` are used on
+        the first stage only, ``target`` and ``losses`` (a list that receives one loss per micro-batch)
+        on the last only. Every tensor's dim 0 is split into ``microbatches`` equal micro-batches.
+        Returns the merged output on the last stage, else None.
         Gradients accumulate into the stage's ``.grad`` as the mean over micro-batches, which equals the
         gradient of the full-batch mean loss when the loss is a per-micro-batch mean.
         """
         if not self.is_first:
-            inputs = ()  # later stages receive their input from the previous stage
-        for t in (*inputs, target):
+            inputs, kwargs = (), {}  # later stages receive their input from the previous stage
+        for t in (*inputs, *kwargs.values(), target):
             if isinstance(t, Tensor) and (t.dim() == 0 or t.size(0) % self.microbatches != 0):
                 raise ValueError(
                     f"Pipeline.step: a batch of shape {tuple(t.shape)} does not split into "
@@ -314,10 +321,10 @@ class Pipeline:
         if not self.is_last:
             target, losses = None, None
         if self._metadata_inferred:
-            return self.schedule.step(*inputs, target=target, losses=losses)
+            return self.schedule.step(*inputs, target=target, losses=losses, **kwargs)
         guard = _UndoShapeInferenceForward(self.module)  # the first forward is shape inference
         try:
-            return self.schedule.step(*inputs, target=target, losses=losses)
+            return self.schedule.step(*inputs, target=target, losses=losses, **kwargs)
         finally:
             guard.remove()
             self._metadata_inferred = True
@@ -326,6 +333,38 @@ class Pipeline:
         return (
             f"Pipeline(stage {self.stage_index}/{self.num_stages}, schedule={self.schedule_name!r}, "
             f"microbatches={self.microbatches})"
+        )
+
+
+def check_pipeline_args(
+    who: str,
+    *,
+    schedule: str,
+    microbatches: int,
+    stage_index: int,
+    num_stages: int,
+    group: dist.ProcessGroup | None = None,
+) -> None:
+    """The checks every pipeline builder makes before it touches the network (``who`` names it)."""
+    if schedule not in _SCHEDULES:
+        raise ValueError(f"{who}: schedule must be one of {sorted(_SCHEDULES)}; got {schedule!r}")
+    if microbatches < 1:
+        raise ValueError(f"{who}: microbatches must be >= 1; got {microbatches}")
+    if not 0 <= stage_index < num_stages:
+        raise ValueError(f"{who}: stage_index {stage_index} not in [0, num_stages={num_stages})")
+    if schedule == "1f1b" and microbatches < num_stages:
+        raise ValueError(f"{who}: 1F1B needs microbatches >= num_stages; got {microbatches} < {num_stages}")
+    if not dist.is_available() or not dist.is_initialized():
+        raise RuntimeError(
+            f"{who}: torch.distributed is not initialised; call "
+            "torch.distributed.init_process_group(...) first (one process per stage)"
+        )
+    group_size, group_rank = dist.get_world_size(group), dist.get_rank(group)
+    if group_size != num_stages or group_rank != stage_index:
+        raise ValueError(
+            f"{who}: one stage per rank: expected num_stages == group size ({group_size}) and "
+            f"stage_index == group rank ({group_rank}); got num_stages={num_stages}, "
+            f"stage_index={stage_index}"
         )
 
 
@@ -347,28 +386,10 @@ def build_pipeline(
     the last stage; ``None`` builds a forward-only pipeline. ``"1f1b"`` needs
     ``microbatches >= num_stages``.
     """
-    if schedule not in _SCHEDULES:
-        raise ValueError(f"build_pipeline: schedule must be one of {sorted(_SCHEDULES)}; got {schedule!r}")
-    if microbatches < 1:
-        raise ValueError(f"build_pipeline: microbatches must be >= 1; got {microbatches}")
-    if not 0 <= stage_index < num_stages:
-        raise ValueError(f"build_pipeline: stage_index {stage_index} not in [0, num_stages={num_stages})")
-    if schedule == "1f1b" and microbatches < num_stages:
-        raise ValueError(
-            f"build_pipeline: 1F1B needs microbatches >= num_stages; got {microbatches} < {num_stages}"
-        )
-    if not dist.is_available() or not dist.is_initialized():
-        raise RuntimeError(
-            "build_pipeline: torch.distributed is not initialised; call "
-            "torch.distributed.init_process_group(...) first (one process per stage)"
-        )
-    group_size, group_rank = dist.get_world_size(group), dist.get_rank(group)
-    if group_size != num_stages or group_rank != stage_index:
-        raise ValueError(
-            f"build_pipeline: one stage per rank: expected num_stages == group size ({group_size}) and "
-            f"stage_index == group rank ({group_rank}); got num_stages={num_stages}, "
-            f"stage_index={stage_index}"
-        )
+    check_pipeline_args(
+        "build_pipeline", schedule=schedule, microbatches=microbatches, stage_index=stage_index,
+        num_stages=num_stages, group=group,
+    )  # fmt: skip
     device = torch.device(device)
     stage_module.to(device)
     stage = PipelineStage(stage_module, stage_index, num_stages, device, group=group)
