@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench.constraints import Check, choice_list, parse, split_list
+from bench.constraints import Check, choice_list, parse, parse_bytes, split_list
 from bench.errors import UsageError
 from bench.registry import CHECKPOINTING, MODES, PRECISIONS
 
@@ -35,7 +35,7 @@ RDZV_BACKENDS: tuple[str, ...] = ("c10d", "static", "etcd", "etcd-v2")
 class Opt:
     """How one run option is parsed: its type, constraint, CLI flag and where a sweep file sets it."""
 
-    kind: str  # bool | int | float | str | path | choices (a comma list of choices) | params
+    kind: str  # bool | int | float | str | path | bytes (24GiB) | choices (a comma list of choices) | params
     flag: str  # the CLI spelling, used in error messages
     check: Check | None = None
     choices: tuple[str, ...] = ()
@@ -101,6 +101,9 @@ class RunRequest:
     rdzv_backend: str = _opt(
         "c10d", Opt("str", "--rdzv-backend", Check("choice", RDZV_BACKENDS), sweep="options")
     )
+    # the memory budget of one device (``dlbench budget --memory``; None: no cap): on CUDA every child
+    # runs under it (``bench.harness.memory.apply_memory_budget``); rows record it as budget_bytes
+    budget_bytes: int | None = _opt(None, Opt("bytes", "--memory"))
     warmup_iters: int = _opt(3, Opt("int", "warmup_iters", Check("nonneg")))
     min_samples: int = _opt(10, Opt("int", "min_samples", Check("size")))
     max_samples: int = _opt(10_000, Opt("int", "max_samples", Check("size")))
@@ -159,6 +162,8 @@ class RunRequest:
             if not isinstance(value, str) or not value.strip():
                 raise UsageError(f"{label}: expected a file path, got {value!r}")
             return Path(value.strip()).expanduser()
+        if opt.kind == "bytes":
+            return parse_bytes(label, value)
         if opt.kind == "str" and value is None:
             return None
         typ = {"bool": bool, "int": int, "float": float, "str": str}[opt.kind]
