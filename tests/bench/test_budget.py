@@ -1,0 +1,197 @@
+"""dlbench budget end to end on CPU: the exact search against a closed form, encoder's checkpointing
+fitting a larger batch in real child processes, failed probes, the rows and outputs, bad input."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+import bench.api as api
+from bench.budget.engine import search_combination
+from bench.budget.search import probe_bound
+from bench.cli import app
+from bench.results import load_results, load_samples
+from bench.run.execute import Outcome
+from bench.scenarios.testing import budget_peak_bytes
+
+IN, OUT = 8, 16  # the _budget scenario's default features
+
+
+def _peak(batch: int) -> int:
+    return budget_peak_bytes(batch, IN, OUT)
+
+
+def _plan(tmp_path: Path, name: str, scenario: str = "_budget", **kw: object):
+    kw.setdefault("isolation", False)
+    return api.plan_budget(scenario, device="cpu", csv=tmp_path / f"{name}.csv", **kw)
+
+
+@pytest.mark.parametrize(
+    ("budget", "expected"),
+    [
+        (_peak(5) - 1, 4),  # one byte below the boundary of batch 5
+        (_peak(5), 5),  # exactly on it
+        (_peak(23) + 1, 23),  # one byte above the boundary of batch 23
+        (_peak(24) - 1, 23),  # just below the next one
+    ],
+)
+def test_search_finds_the_closed_form_max_batch(tmp_path: Path, budget: int, expected: int) -> None:
+    # the closed form's answer: the largest batch whose tracked peak is within the budget
+    assert max(b for b in range(1, 65) if _peak(b) <= budget) == expected
+    plan = _plan(tmp_path, "s", memory=budget, max_batch=64, tolerance=0)
+    (combo,) = plan.combos
+    res = search_combination(plan, combo)
+    assert res.max_batch == expected
+    assert res.n_probes <= probe_bound(64)
+    for p in res.probes:  # every probe's figure is the closed form, judged by the cpu rule
+        assert p.status == "ok" and p.peak_bytes == p.tracked_peak_bytes == _peak(p.batch)
+        assert p.fits == (p.peak_bytes <= budget)
+    plan.run.writer.unlock()
+
+
+def test_budget_writes_the_row_at_the_max_batch_with_its_probes(tmp_path: Path) -> None:
+    budget = _peak(23) + 1
+    run = api.budget(
+        "_budget", memory=f"{budget}", device="cpu", isolation=False, tolerance=0, max_batch=64,
+        max_time_s=0.02, csv=tmp_path / "b.csv", progress=False,
+    )  # fmt: skip
+    assert run.exit_code == 0
+    (row,) = run.rows
+    assert row["status"] == "ok" and row["batch_size"] == row["max_batch"] == 23
+    assert row["budget_bytes"] == budget and 0 < row["probes"] <= probe_bound(64)
+    # stage 2 measures the same figure the search compared: the closed form at the max batch
+    assert row["peak_mem_bytes"] == _peak(23) <= budget
+    df = load_results(run.csv_path)
+    assert list(df["max_batch"]) == [23] and list(df["probes"]) == [row["probes"]]
+    assert str(df["budget_bytes"].dtype) == "Int64"
+    (record,) = load_samples(run.csv_path)
+    b = record["budget"]
+    assert b["rule"] == "cpu" and b["max_batch"] == 23 and len(b["probes"]) == row["probes"]
+    assert [p["batch"] for p in b["probes"]][:5] == [1, 2, 4, 8, 16]
+    assert record["samples_ms"]  # the measurement's own samples are there too
+    rep = run.report
+    assert rep is not None and rep.rule == "cpu"
+    assert rep.recommendation.startswith("Use fp32 ckpt=none (the baseline) at batch 23")
+
+
+def test_failed_probes_do_not_fit(tmp_path: Path) -> None:
+    # a probe that runs out of memory, or raises, counts as "does not fit" (its batch and above)
+    plan = _plan(tmp_path, "oom", memory="1MiB", max_batch=16, tolerance=0, params={"oom_above": [6]})
+    res = search_combination(plan, plan.combos[0])
+    assert res.max_batch == 6
+    assert {p.batch: p.status for p in res.probes if not p.fits} == {8: "oom", 7: "oom"}
+    plan.run.writer.unlock()
+    plan = _plan(tmp_path, "crash", memory="1MiB", max_batch=4, tolerance=0, params={"crash_above": [2]})
+    res = search_combination(plan, plan.combos[0])
+    assert res.max_batch == 2 and [(p.batch, p.status) for p in res.probes] == [
+        (1, "ok"), (2, "ok"), (4, "error"), (3, "error"),
+    ]  # fmt: skip
+    plan.run.writer.unlock()
+
+    # a probe that times out (any outcome the runner reports) does not fit either
+    def prober(cfg):  # type: ignore[no-untyped-def]
+        b = cfg.params_dict["batch_size"]
+        if b > 3:
+            return Outcome("timeout", "timed out after 1 s (child killed)")
+        return Outcome("ok", "", {"tracked_peak_bytes": 100 * b})
+
+    plan = _plan(tmp_path, "timeout", memory="1MiB", max_batch=64, tolerance=0)
+    res = search_combination(plan, plan.combos[0], prober=prober)
+    assert res.max_batch == 3
+    assert [(p.batch, p.status) for p in res.probes] == [(1, "ok"), (2, "ok"), (4, "timeout"), (3, "ok")]
+    plan.run.writer.unlock()
+
+
+def test_nothing_fits_says_what_batch_1_needs(tmp_path: Path) -> None:
+    budget = _peak(1) - 4
+    run = api.budget(
+        "_budget", memory=budget, device="cpu", isolation=False, csv=tmp_path / "n.csv", progress=False,
+        precisions="fp32,amp-fp16",
+    )  # fmt: skip
+    assert run.exit_code == 0
+    by = {r["precision"]: r for r in run.rows}
+    assert by["amp-fp16"]["status"] == "skipped" and "CUDA" in by["amp-fp16"]["reason"]
+    row = by["fp32"]
+    assert row["status"] == "skipped" and row["max_batch"] == 0 and row["probes"] == 1
+    assert f"needs 2.04 KiB (tracked peak, {_peak(1)} bytes)" in row["reason"]
+    assert run.report is not None
+    assert run.report.recommendation.startswith("Nothing fits in 2.04 KiB: even at batch 1")
+
+
+def test_encoder_checkpointing_fits_a_larger_batch_in_child_processes(tmp_path: Path) -> None:
+    # tiny encoder, 4 layers of 64 tokens: fp32 tracked peak at batch 1 / 2 is 1.20 / 1.77 MB without
+    # checkpointing, 0.95 ... 1.48 MB at batch 1 ... 4 with it; each probe is a real child process
+    plan = _plan(
+        tmp_path, "enc", "encoder", isolation=True, memory=1_700_000, max_batch=4, preset="tiny",
+        checkpointing="none,full", params={"depth": [4], "seq_len": [64]},
+    )  # fmt: skip
+    found = {c.checkpointing: search_combination(plan, c) for c in plan.combos}
+    plan.run.writer.unlock()
+    assert found["none"].max_batch == 1
+    assert found["full"].max_batch == 4 > found["none"].max_batch
+    for res in found.values():
+        assert res.n_probes <= probe_bound(4)
+        assert all(p.status == "ok" and p.rss_increase_bytes is not None for p in res.probes)
+
+
+def test_cli_json_out_and_the_report_rebuilt_from_the_csv(tmp_path: Path) -> None:
+    from rich.console import Console
+
+    from bench.budget.summary import summarize
+    from bench.cli.budget import print_report
+
+    csv, out = tmp_path / "c.csv", tmp_path / "o.json"
+    res = CliRunner().invoke(
+        app,
+        ["budget", "_budget", "--memory", str(_peak(5)), "--device", "cpu", "--no-isolation", "--max-time",
+         "0.02", "--csv", str(csv), "--max-batch", "8", "--tolerance", "0", "--format", "json",
+         "--out", str(out)],
+    )  # fmt: skip
+    assert res.exit_code == 0, res.output
+    printed = json.loads(res.stdout)
+    assert printed == json.loads(out.read_text(encoding="utf-8"))
+    assert printed["fit_rule"] == "cpu" and printed["budget_bytes"] == _peak(5)
+    (combo,) = printed["combinations"]
+    assert combo["max_batch"] == 5 and combo["peak_bytes"] == _peak(5) and combo["pareto"]
+    assert printed["recommendation"].startswith("Use fp32 ckpt=none (the baseline) at batch 5")
+    # the same report from the CSV alone (what dlbench report reads), as markdown and as the table
+    rep = summarize(load_results(csv).to_dict("records"))
+    assert rep.to_dict() | {"csv": ""} == printed | {"csv": ""}
+    assert "| fp32 ckpt=none \\* | 5 |" in rep.to_markdown()
+    console = Console(record=True, width=200)
+    print_report(rep, console)
+    text = console.export_text()
+    assert "fit rule: cpu" in text and "Pareto front" in text and "Use fp32 ckpt=none" in text
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["_budget", "--memory", "0"], "--memory: must be a positive size"),
+        (["_budget", "--memory", "-1"], "--memory: expected a positive size"),
+        (["_budget", "--memory", "abc"], "--memory: expected a positive size"),
+        (["_budget", "--memory", "1e30"], "--memory: expected a positive size"),
+        (["_budget", "--memory", "12 GB"], "--memory: expected a positive size"),
+        (["_budget", "--memory", "1000000TiB"], "--memory: '1000000TiB' is"),
+        (["_budget"], "--memory: give the memory budget"),
+        (["optimizer", "--memory", "1GiB"], "has no batch_size parameter"),
+        (["_budget", "--memory", "1GiB", "--max-batch", "0"], "--max-batch: must be a positive integer"),
+        (["_budget", "--memory", "1GiB", "--batch-multiple", "0"], "--batch-multiple: must be"),
+        (["_budget", "--memory", "1GiB", "--tolerance", "1"], "--tolerance: must be"),
+        (["_budget", "--memory", "1GiB", "-p", "batch_size=4"], "batch_size: dlbench budget searches"),
+        (["_budget", "--memory", "1GiB", "--format", "xml"], "--format: unknown format"),
+        (["_budget", "--memory", "1GiB", "--precision", "fp8"], "--precision"),
+        (["_budget", "--memory", "1GiB", "--parallel", "ddp", "--max-batch", "1"], "--max-batch: 1 is below"),
+        (["nosuch", "--memory", "1GiB"], "unknown scenario"),
+    ],
+)
+def test_bad_input_exits_2_naming_it_before_any_work(tmp_path: Path, args: list[str], needle: str) -> None:
+    csv = tmp_path / "never.csv"
+    res = CliRunner().invoke(app, ["budget", *args, "--device", "cpu", "--csv", str(csv)])
+    assert res.exit_code == 2, res.output
+    assert needle in " ".join(res.output.split()), res.output
+    assert "Traceback" not in res.output
+    assert not csv.exists()  # nothing was started
