@@ -283,7 +283,8 @@ class TextBudgetProgress:
         from bench.report.format import fmt_si
 
         ok = row["status"] == "ok"
-        what = fmt_si(row.get("throughput"), row.get("throughput_unit") or "") if ok else ""
+        thr = row.get("job_throughput") or row.get("throughput")  # a parallel job's: its whole batch
+        what = fmt_si(thr, row.get("throughput_unit") or "") if ok else ""
         print(f"[{i + 1}/{n}] {label}: {row['status']} {what}".rstrip(), file=sys.stderr, flush=True)
 
 

@@ -317,22 +317,23 @@ def _md(text: Any) -> str:
 
 
 def table_rows(report: BudgetReport) -> list[list[str]]:
-    """The table's cells, one list per combination (the CLI's rich table and markdown share them)."""
+    """The table's cells, one list per combination (the CLI's rich table and markdown share them).
+
+    ``*`` after a combination marks the Pareto front; ``base`` in the relative column, the baseline;
+    throughput is in the unit of the header (``table_head``).
+    """
     out = []
     for e in report.entries:
-        rel = f"{e.relative:.2f}x" if e.relative is not None else "-"
-        if e.status == "ok":
-            note = "baseline" if e.baseline else ""
-            if e.capped:
-                note = (note + "; " if note else "") + "--max-batch cap"
-        else:
-            note = f"{e.status}: {e.reason}"
+        rel = "base" if e.baseline and e.ok else f"{e.relative:.2f}x" if e.relative is not None else "-"
+        note = "" if e.status == "ok" else f"{e.status}: {e.reason}"
+        if e.status == "ok" and e.capped:
+            note = "the --max-batch cap fitted: a larger batch may fit too"
         out.append(
             [
-                e.label + (" *" if e.on_front else ""),  # * on the Pareto front
+                e.label + (" *" if e.on_front else ""),
                 str(e.max_batch) if e.max_batch is not None else "-",
                 fmt_bytes(e.peak_bytes),
-                _thr(e) if e.throughput is not None else "-",
+                fmt_si(e.throughput) if e.throughput is not None else "-",
                 rel,
                 str(e.probes) if e.probes is not None else "-",
                 note,
@@ -342,14 +343,16 @@ def table_rows(report: BudgetReport) -> list[list[str]]:
 
 
 def table_head(report: BudgetReport) -> list[str]:
-    peak = "peak reserved" if report.rule == "cuda" else "peak tracked"
-    return ["combination", "max batch", peak, "throughput", "vs baseline", "probes", "notes"]
+    """The column names: ``combination`` ... ``<unit>`` (throughput's, e.g. ``tokens/s``) ... ``notes``."""
+    units = {e.unit for e in report.entries if e.throughput is not None}
+    unit = units.pop() if len(units) == 1 else "items/s"
+    return ["combination", "max batch", "peak", unit, "vs baseline", "probes", "notes"]
 
 
 def front_line(report: BudgetReport) -> str:
     """``Pareto front (least memory, most throughput): A (120 MiB, 5.1k tokens/s); B (...)``."""
     items = [f"{e.label} ({fmt_bytes(e.peak_bytes)}, {_thr(e)})" for e in report.front]
-    return "Pareto front (*; peak memory vs throughput): " + (
+    return "Pareto front (* above; peak memory vs throughput): " + (
         "; ".join(items) if items else "empty (nothing fit)"
     )
 
@@ -359,7 +362,7 @@ def to_markdown(report: BudgetReport) -> str:
     lines = [
         f"## dlbench budget {_md(report.scenario)}: {fmt_bytes(report.budget_bytes)} on {_md(report.device)}",
         "",
-        f"Fit rule: {_md(report.rule_text)}.",
+        f"Fit rule: {_md(report.rule_text)}. Peak: the figure the rule compares, at the max batch.",
         "",
         "| " + " | ".join(head) + " |",
         "|" + "---|" * len(head),

@@ -260,11 +260,8 @@ class _Progress:
         from bench.report.format import fmt_si
 
         status = row["status"]
-        what = (
-            fmt_si(row.get("throughput"), row.get("throughput_unit") or "")
-            if status == "ok"
-            else row.get("reason")
-        )
+        thr = row.get("job_throughput") or row.get("throughput")  # a parallel job's: its whole batch
+        what = fmt_si(thr, row.get("throughput_unit") or "") if status == "ok" else row.get("reason")
         self.c.print(
             f"  [bold]{escape(label)}[/]: {escape(status)} {escape(str(what or ''))}", soft_wrap=True
         )
@@ -276,13 +273,21 @@ def print_report(report: Any, console: Console) -> None:
 
     title = f"dlbench budget {report.scenario}: {_bytes(report.budget_bytes)} on {report.device}"
     table = Table(title=escape(title), title_justify="left")
-    for i, head in enumerate(table_head(report)):
-        last = i == 6  # the notes wrap; the figures and the combination's name do not
-        table.add_column(escape(head), justify="left" if i in (0, 6) else "right", no_wrap=not last)
-    for cells in table_rows(report):
-        table.add_row(*(escape(c) for c in cells))
+    *heads, _notes = table_head(report)  # the notes go below the table, where they have the width
+    rows = table_rows(report)
+    for i, head in enumerate(heads):
+        if i == 0:  # a long combination wraps; the figures never do
+            table.add_column(escape(head), justify="left")
+        else:
+            width = max([len(r[i]) for r in rows] + [max(len(w) for w in head.split())])
+            table.add_column(escape(head), justify="right", no_wrap=True, min_width=width)
+    for cells in rows:
+        table.add_row(*(escape(c) for c in cells[:-1]))
     console.print(table)
-    console.print(f"fit rule: {escape(report.rule_text)}", soft_wrap=True)
+    for cells in rows:
+        if cells[-1]:
+            console.print(f"  {escape(cells[0])}: {escape(cells[-1])}", soft_wrap=True)
+    console.print(f"fit rule: {escape(report.rule_text)} (peak: the figure it compares)", soft_wrap=True)
     console.print(escape(front_line(report)), soft_wrap=True)
     console.print(f"[bold]{escape(report.recommendation)}[/]", soft_wrap=True)
 

@@ -194,3 +194,23 @@ def test_summary_without_a_fitting_baseline_compares_with_the_next_fastest() -> 
         "Use amp-bf16 ckpt=full at batch 8: 300 tokens/s in 256 MiB, 3.00x the next fastest, fp32 "
         "ckpt=full (the baseline, fp32 without checkpointing, did not fit)."
     )
+
+
+def test_fit_rules_judge_the_right_figure() -> None:
+    from bench.budget.fit import judge, rule_for
+
+    assert rule_for("cuda:1") == "cuda" and rule_for("cpu") == "cpu"
+    figures = {"tracked_peak_bytes": 900, "reserved_peak_bytes": 1100, "rss_increase_bytes": 5000}
+    # cpu: the tracked bytes decide; RSS is only recorded
+    cpu = judge(4, rule="cpu", budget_bytes=1000, status="ok", figures=figures)
+    assert cpu.fits and cpu.peak_bytes == 900 and cpu.rss_increase_bytes == 5000
+    # cuda: the reserved peak decides (the allocator holds it even when tensors need less)
+    cuda = judge(4, rule="cuda", budget_bytes=1000, status="ok", figures=figures)
+    assert not cuda.fits and cuda.peak_bytes == 1100
+    assert judge(4, rule="cuda", budget_bytes=1100, status="ok", figures=figures).fits  # at most: fits
+    # a probe that ran out of memory under the cap, crashed or timed out never fits
+    for status in ("oom", "error", "timeout", "skipped"):
+        assert not judge(4, rule="cuda", budget_bytes=10**9, status=status, figures=figures).fits
+    # an ok probe without the rule's figure is an error, not a fit
+    bad = judge(4, rule="cuda", budget_bytes=10**9, status="ok", figures={"tracked_peak_bytes": 1})
+    assert not bad.fits and bad.status == "error" and "reserved" in bad.reason
