@@ -38,8 +38,13 @@ _HELP = "\n\n".join(
         "category, MFU, scaling efficiency, compare's ratios. One whose data is missing is left out "
         "with a note. The page also has the summary table, the environment, the rows that did not run "
         "with their reasons and the profile summaries (--profile).",
-        "Bad input (no CSV, a file that is missing or has no ok rows, an output path that is a file) "
-        "exits 2 and writes nothing.",
+        "-o owns what it writes and nothing else: it must be a new or empty folder, or a report "
+        "dlbench wrote there before (its .dlbench-report.json lists the files it wrote); a folder of "
+        "yours, /, your home or the current folder is refused. The report is built beside it and "
+        "swapped in whole, so an interrupted report leaves the previous one as it was.",
+        "Bad input (no CSV, a file the results loader refuses -- the same checks as compare --, a file "
+        "given twice or with no ok rows, an -o that may not be used) exits 2 and writes nothing; a "
+        "failed write (a full disk) exits 1.",
     ]
 )
 
@@ -52,7 +57,10 @@ def report_cmd(
     out: Annotated[
         Path,
         typer.Option(
-            "--out", "-o", help="Folder to write the report into: index.html, summary.md, figures/."
+            "--out",
+            "-o",
+            help="Folder to write the report into: index.html, summary.md, figures/ (a new or empty folder, "
+            "or an earlier report).",
         ),
     ] = Path("reports/report"),
     compare: Annotated[
@@ -75,6 +83,7 @@ def report_cmd(
     title: Annotated[str, typer.Option("--title", help="Title of the report.")] = "dlbench report",
 ) -> None:
     """Write a report of result CSVs (the help text is ``_HELP``)."""
+    from bench.outputs import OutputWriteError
     from bench.report.build import build_report
 
     try:
@@ -87,6 +96,12 @@ def report_cmd(
         )
     except ValueError as exc:  # bench.errors.UsageError is one
         raise usage_error(_flag_names(str(exc))) from None
+    except OutputWriteError as exc:
+        typer.secho(f"Error: --out: {exc}", err=True, fg=typer.colors.RED)
+        raise typer.Exit(1) from None
+    except KeyboardInterrupt:
+        typer.secho("interrupted: the previous report (if any) is unchanged", err=True)
+        raise typer.Exit(130) from None
     typer.echo(f"wrote {res.index_html}")
     typer.echo(f"wrote {res.summary_md}")
     if res.figures:
