@@ -234,7 +234,9 @@ def sibling_temp_dir(target: Path | str) -> Path:
     t = Path(target)
     remove_stale_temporaries(t)
     try:
-        return Path(tempfile.mkdtemp(prefix=_temp_prefix(t), suffix=TMP_SUFFIX, dir=t.parent))
+        path = Path(tempfile.mkdtemp(prefix=_temp_prefix(t), suffix=TMP_SUFFIX, dir=t.parent))
+        os.chmod(path, 0o777 & ~_umask())  # the mode of a folder made by mkdir, not mkdtemp's 0700
+        return path
     except OSError as exc:
         raise OutputWriteError(
             f"cannot create a folder beside {t}: {exc.strerror or exc}", exc.errno
