@@ -57,6 +57,13 @@ def _lstat(path: Path, flag: str) -> os.stat_result | None:
         raise UsageError(f"{flag}: cannot use {path}: {exc.strerror or exc}") from None
 
 
+def is_writable(path: Path, mode: int) -> bool:
+    """``os.access`` for the effective user (the one that writes), where the platform can say so."""
+    if os.access in os.supports_effective_ids:
+        return os.access(path, mode, effective_ids=True)
+    return os.access(path, mode)
+
+
 def _same_file(a: Path, b: Path) -> bool:
     try:
         return os.path.samefile(a, b)
@@ -97,7 +104,7 @@ def check_output_path(
                     f"{flag}: {p} is one of the inputs{same}; writing there would destroy it: "
                     "give another name"
                 )
-        if stat.S_ISREG(st.st_mode) and not os.access(p, os.W_OK):
+        if stat.S_ISREG(st.st_mode) and not is_writable(p, os.W_OK):
             raise UsageError(f"{flag}: {p} is read-only; give another name or make it writable")
     parent = p.parent
     pst = _lstat(parent, flag)
@@ -105,7 +112,7 @@ def check_output_path(
         raise UsageError(f"{flag}: the folder {parent} of {p} does not exist; create it first")
     if not stat.S_ISDIR(os.stat(parent).st_mode):
         raise UsageError(f"{flag}: {parent} is not a folder, so {p} cannot be written")
-    if not os.access(parent, os.W_OK | os.X_OK):
+    if not is_writable(parent, os.W_OK | os.X_OK):
         raise UsageError(f"{flag}: cannot write into {parent} (permission denied or a read-only file system)")
     return p
 
@@ -291,6 +298,7 @@ __all__ = [
     "OutputWriteError",
     "TMP_SUFFIX",
     "check_output_path",
+    "is_writable",
     "remove_stale_temporaries",
     "sibling_temp_dir",
     "swap_dir",

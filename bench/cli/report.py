@@ -127,6 +127,20 @@ def gpu_summary_cmd(
 
     if not folder.is_dir():
         raise usage_error(f"folder: {folder} is not a folder")
-    peak_values = json.loads(peaks.read_text()) if peaks and peaks.is_file() else {}
-    for line in summarize(folder, peak_values):
+    peak_values: dict[str, float] = {}
+    if peaks is not None:
+        if not peaks.is_file():
+            raise usage_error(f"--peaks: {peaks} is not a file")
+        try:
+            loaded = json.loads(peaks.read_text(encoding="utf-8"))
+        except (OSError, ValueError, RecursionError) as exc:
+            raise usage_error(f"--peaks: {peaks} is not readable JSON ({exc})") from None
+        if not isinstance(loaded, dict):
+            raise usage_error(f"--peaks: {peaks} is not a JSON object of bf16_tflops, fp32_tflops, copy_gbs")
+        peak_values = {k: float(v) for k, v in loaded.items() if isinstance(v, int | float)}
+    try:
+        lines = summarize(folder, peak_values)
+    except ValueError as exc:  # bench.errors.UsageError: a CSV the results loader refuses
+        raise usage_error(" ".join(str(exc).split())) from None
+    for line in lines:
         typer.echo(line)

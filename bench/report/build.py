@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.errors import UsageError
+from bench.outputs import OutputWriteError
 from bench.report.escape import md_code, md_text, no_mathtext
 from bench.report.figures_common import PER_PHASE, SOURCE, label, varying
 from bench.report.figures_compare import load_compare
@@ -324,7 +325,14 @@ def _draw(
             res.skipped.append((outcome.name, outcome.skipped.reason))
             res.notes += outcome.notes
             continue
-        png, svg = save_figure(outcome.figure, fig_dir, outcome.name)
+        try:
+            png, svg = save_figure(outcome.figure, fig_dir, outcome.name)
+        except OSError as exc:  # a full disk while matplotlib writes
+            raise OutputWriteError(
+                f"cannot write the report (figure {outcome.name}): {exc.strerror or exc}; "
+                "the previous report is unchanged",
+                exc.errno,
+            ) from None
         folder.sync([f"{FIGURES_DIR}/{png.name}", f"{FIGURES_DIR}/{svg.name}"])
         width, height = figure_size_px(outcome.figure)
         final_png = folder.add(f"{FIGURES_DIR}/{png.name}")

@@ -32,7 +32,7 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from bench.report.escape import md_cell, md_text
+from bench.report.escape import md_cell, md_text, one_line
 from bench.report.format import fmt_bytes, fmt_si, num
 from bench.results.compare_spec import METRICS_BY_NAME
 
@@ -183,9 +183,9 @@ def display_rows(comparison: Any) -> list[dict[str, str]]:
             change += " [env differs: " + ", ".join(str(e.get("field")) for e in p["env_diff"]) + "]"
         rows.append(
             {
-                "config": str(p.get("label", "")),
+                "config": one_line(p.get("label", "")),
                 "verdict": verdict_text(p),
-                "change": change,
+                "change": one_line(change),
                 "base": _with_row_value(p.get("base_value"), p.get("base_row_value"), unit),
                 "new": _with_row_value(p.get("new_value"), p.get("new_row_value"), unit),
                 "p": fmt_p(p.get("p_value")),

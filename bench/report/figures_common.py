@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 from matplotlib.figure import Figure
 
+from bench.report.escape import one_line
 from bench.report.format import num
 from bench.results import PARAM_PREFIX
 from bench.results.schema import ENV_MATCH_COLUMNS
@@ -92,7 +93,7 @@ def _text(v: Any) -> str:
     except (TypeError, ValueError, OverflowError):
         pass
     text = str(v)
-    return "" if text in ("nan", "<NA>", "None") else text
+    return "" if text in ("nan", "<NA>", "None") else one_line(text)
 
 
 def key_of(row: Any, cols: Sequence[str]) -> tuple[str, ...]:

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.errors import UsageError
-from bench.outputs import OutputWriteError, remove_stale_temporaries, sibling_temp_dir, swap_dir
+from bench.outputs import OutputWriteError, is_writable, remove_stale_temporaries, sibling_temp_dir, swap_dir
 
 MANIFEST = ".dlbench-report.json"
 KIND = "dlbench-report"
@@ -135,7 +135,7 @@ def check_report_dir(out_dir: Path | str, *, inputs: Sequence[Path | str] = (), 
     if not existing.is_dir():
         raise UsageError(f"{flag}: {existing} is a file, so {p} cannot be a folder")
     writable_in = existing if existing != p else p.parent
-    if not os.access(writable_in, os.W_OK | os.X_OK):
+    if not is_writable(writable_in, os.W_OK | os.X_OK):
         raise UsageError(
             f"{flag}: cannot write into {writable_in} (permission denied or a read-only file system)"
         )

@@ -255,7 +255,10 @@ def _read_one(
         if in_directory:
             return [], [f"{path}: no result rows, skipped", *table.notes]
         if table.notes:
-            raise CompareInputError(f"{path}: no result rows besides rows already read ({table.notes[-1]})")
+            raise CompareInputError(
+                f"{path}: every row repeats a row already read from another input (the same run given "
+                "twice under another name); give it once"
+            )
         raise CompareInputError(f"{path}: no result rows (only a header)")
     return results_of_table(table), table.notes
 
