@@ -218,11 +218,17 @@ def compare_cmd(
             rec = Console(record=True, width=160, file=io.StringIO())
             _print_table(result, rec)
             text = rec.export_text()
+        from bench.cli.gate import _sigterm_as_interrupt
+
         try:
-            write_atomic(out, text)
+            with _sigterm_as_interrupt():
+                write_atomic(out, text)
         except OutputWriteError as exc:
             typer.secho(f"Error: --out: {exc}", err=True, fg=typer.colors.RED)
             raise typer.Exit(1) from None
+        except KeyboardInterrupt:
+            typer.secho(f"interrupted: {out} was not changed", err=True)
+            raise typer.Exit(130) from None
         _print_table(result, console, limit)
         console.print(f"wrote {out}", soft_wrap=True, highlight=False, markup=False)
     elif fmt == "json":

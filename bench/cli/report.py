@@ -83,17 +83,19 @@ def report_cmd(
     title: Annotated[str, typer.Option("--title", help="Title of the report.")] = "dlbench report",
 ) -> None:
     """Write a report of result CSVs (the help text is ``_HELP``)."""
+    from bench.cli.gate import _sigterm_as_interrupt
     from bench.outputs import OutputWriteError
     from bench.report.build import build_report
 
     try:
-        res = build_report(
-            list(results or []),
-            out,
-            compare_json=list(compare or []),
-            profile_dirs=list(profile or []),
-            title=title,
-        )
+        with _sigterm_as_interrupt():  # SIGTERM cleans up like Ctrl-C: the half-built folder is removed
+            res = build_report(
+                list(results or []),
+                out,
+                compare_json=list(compare or []),
+                profile_dirs=list(profile or []),
+                title=title,
+            )
     except ValueError as exc:  # bench.errors.UsageError is one
         raise usage_error(_flag_names(str(exc))) from None
     except OutputWriteError as exc:

@@ -178,7 +178,9 @@ def display_rows(comparison: Any) -> list[dict[str, str]]:
         mem = num(p.get("memory_ratio"))
         unit = str(p.get("unit") or "")
         absent = p.get("verdict") in ("new", "missing", "failed")
-        change = str(p.get("reason") or "") if absent else change_phrase(p, metric)
+        change = change_phrase(p, metric) if not absent else ""
+        if not change:  # new, missing, failed, or no figure to compare: say why
+            change = str(p.get("reason") or "")
         if p.get("env_diff"):
             change += " [env differs: " + ", ".join(str(e.get("field")) for e in p["env_diff"]) + "]"
         rows.append(

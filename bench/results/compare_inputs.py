@@ -249,6 +249,8 @@ def _read_one(
         try:
             return results_of_benchmarks(read_pytest_benchmark(path)), []
         except PytestBenchmarkError as exc:
+            if in_directory:  # a folder also holds other JSON (a compare --out, a profile summary)
+                return [], [f"{path}: not a pytest-benchmark file, skipped"]
             raise CompareInputError(str(exc)) from None
     table = read_results(path, seen=seen)
     if not len(table):
@@ -297,7 +299,8 @@ def load_side(paths: Sequence[str | Path]) -> Side:
     """Read every input of one side: CSV files, pytest-benchmark JSON files, directories of them.
 
     A directory contributes its ``*.csv`` and ``*.json`` files (not recursive; header-only CSVs,
-    left by a sweep killed before its first row, are skipped with a note). ``CompareInputError`` for
+    left by a sweep killed before its first row, and JSON files that are not pytest-benchmark's,
+    such as an earlier ``compare --out``, are skipped with a note). ``CompareInputError`` for
     a path that does not exist, a file that is not a results CSV or a pytest-benchmark file, no rows
     at all, or a file given twice (also through a folder or a link). Rows repeated within or
     across the side's files count once (a note says so).
