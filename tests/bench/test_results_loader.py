@@ -47,6 +47,7 @@ def test_a_torn_last_row_is_dropped_with_a_note_and_a_short_row_inside_is_an_err
     torn.write_text(text + last[: len(last) // 2])  # a writer killed mid-line: no trailing newline
     table = read_results(torn)
     assert len(table) == 4 and "line 6: the last row is cut short" in table.notes[0]
+    assert len(load_report_rows([torn])) == 4  # the report reads the same rows, not the torn one
     whole = tmp_path / "whole.csv"
     whole.write_text(text + last.replace("base-1", "base-2"))  # saved without a final newline: kept
     assert len(read_results(whole)) == 5 and read_results(whole).notes == []
