@@ -310,7 +310,7 @@ def budget(scenario: str | None = None, *, progress: bool | Any = True, **option
     ``preset``, ``device``, ``csv`` (the results CSV; default ``results/<scenario>-budget_...csv``),
     ``timeout_s`` (per probe and per measurement), ``max_time_s``, ``target_rel_ci``, ``isolation``,
     ... Returns a ``BudgetRun``: ``rows`` (one per combination, appended to ``csv_path``),
-    ``searches`` and ``report`` (``bench.budget.summary.BudgetReport``: the table, the Pareto front,
+    ``searches`` and ``report`` (``bench.report.budget.BudgetReport``: the table, the Pareto front,
     the recommendation; ``to_json()``, ``to_markdown()``). ``progress``: True (plain lines on
     stderr), False, or an object like ``TextBudgetProgress``.
     """

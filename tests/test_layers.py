@@ -52,7 +52,7 @@ TORCH_FREE = [
     "import bench.api; from bench.api import scenario",
     "import bench.foreign, bench.foreign.names, bench.foreign.resolve, bench.foreign.factory",
     # dlbench budget: the search, the fit rules and the summary are torch-free; so is planning's import
-    "import bench.stats.pareto, bench.budget.search, bench.budget.fit, bench.budget.summary",
+    "import bench.stats.pareto, bench.budget.search, bench.budget.fit, bench.report.budget",
     "import bench.budget.plan, bench.budget.engine",
 ]
 

@@ -10,7 +10,8 @@ throughput there, the Pareto front, and what to use.
 - ``probe``: one probe, inside an isolated child or torchrun rank: build, one step, its memory;
 - ``engine``: per combination, search then measure at the max batch as ``dlbench run`` does, one
   row each with ``budget_bytes``, ``max_batch``, ``probes``;
-- ``summary``: the table, the Pareto front and the recommendation, from rows (torch-free).
+- the table, the Pareto front and the recommendation, made from the rows, are in the report layer
+  (``bench.report.budget``), where ``dlbench report`` draws them too (``figures_budget``).
 
 The command is ``bench.cli.budget``; the API ``bench.api.budget`` / ``plan_budget``.
 """

@@ -32,7 +32,7 @@ from bench import results
 from bench.budget.fit import ProbeResult, judge
 from bench.budget.plan import BudgetPlan
 from bench.budget.search import SearchResult, find_max_batch
-from bench.budget.summary import BudgetReport, summarize
+from bench.report.budget import BudgetReport, summarize
 from bench.report.format import fmt_bytes
 from bench.run.execute import Outcome, run_in_child, run_in_process, runner_for
 from bench.run.grid import RunConfig, config_skip_reason, varying_params

@@ -25,23 +25,10 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
-RULES: dict[str, str] = {
-    "cuda": (
-        "cuda: the step ran under torch.cuda.set_per_process_memory_fraction(budget / total) without "
-        "running out of memory, and its peak reserved memory is at most the budget"
-    ),
-    "cpu": (
-        "cpu: the tracked peak bytes (MemTracker, every phase of the step) are at most the budget; the "
-        "peak RSS increase is recorded, not enforced"
-    ),
-}
-# the figure each rule compares with the budget: a results column of the row measured at the max batch
-RULE_COLUMN: dict[str, str] = {"cuda": "cuda_reserved_peak_bytes", "cpu": "peak_mem_bytes"}
+from bench.report.budget import RULES, rule_for  # the rules' words and names live with their display
+from bench.report.format import fmt_bytes
 
-
-def rule_for(device: str) -> str:
-    """The fit rule of a device: ``cuda`` for ``cuda``/``cuda:N``, else ``cpu``."""
-    return "cuda" if str(device).startswith("cuda") else "cpu"
+__all__ = ["RULES", "ProbeResult", "judge", "rule_for"]
 
 
 @dataclass
@@ -63,7 +50,6 @@ class ProbeResult:
 
     def describe(self, budget_bytes: int) -> str:
         """``fits (120 MiB <= 256 MiB)``, ``does not fit (300 MiB > 256 MiB)``, ``does not fit: oom ...``."""
-        from bench.report.format import fmt_bytes
 
         if self.status == "ok" and self.peak_bytes is not None:
             op = "<=" if self.fits else ">"

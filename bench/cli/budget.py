@@ -173,7 +173,7 @@ def budget_cmd(
         if fmt_ not in _FORMATS:
             raise UsageError(f"--format: unknown format {fmt_!r}; expected one of {list(_FORMATS)}")
         if out is not None:
-            _check_out(out)
+            _check_out(out, csv)
         plan = plan_budget(
             scenario,
             memory=memory,
@@ -223,7 +223,13 @@ def budget_cmd(
     else:
         typer.echo(text, nl=False)
     if out is not None:
-        _write_out(out, text)
+        from bench.outputs import OutputWriteError, write_atomic
+
+        try:
+            write_atomic(out, text)
+        except OutputWriteError as exc:
+            typer.secho(f"Error: {exc}; the rows are in {run.csv_path}", err=True, fg=typer.colors.RED)
+            raise typer.Exit(1) from None
     err.print(
         f"rows: {escape(str(run.csv_path))}; probes and samples: {escape(str(run.samples_path))}",
         soft_wrap=True,
@@ -269,7 +275,7 @@ class _Progress:
 
 def print_report(report: Any, console: Console) -> None:
     """The budget report as a rich table, then the Pareto front, the fit rule and the recommendation."""
-    from bench.budget.summary import front_line, table_head, table_rows
+    from bench.report.budget import front_line, table_head, table_rows
 
     title = f"dlbench budget {report.scenario}: {_bytes(report.budget_bytes)} on {report.device}"
     table = Table(title=escape(title), title_justify="left")
@@ -292,25 +298,14 @@ def print_report(report: Any, console: Console) -> None:
     console.print(f"[bold]{escape(report.recommendation)}[/]", soft_wrap=True)
 
 
-def _check_out(path: Path) -> None:
-    """``--out`` must be writable before any work: a file (not a folder) in a folder that exists."""
+def _check_out(out: Path, csv: Path | None) -> None:
+    """``--out`` checked before any work (``bench.outputs``): never the CSV or its sidecar."""
     from bench.api import UsageError
+    from bench.outputs import check_output_path
+    from bench.results import samples_path_for
 
-    if path.is_dir():
-        raise UsageError(f"--out: {path} is a folder; give a file name")
-    if not path.parent.is_dir():
-        raise UsageError(f"--out: the folder {path.parent} does not exist")
-
-
-def _write_out(path: Path, text: str) -> None:
-    import os
-    import tempfile
-
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    inputs = [csv, samples_path_for(csv)] if csv is not None else []
+    for q in inputs:  # the CSV is written by this run: the same name is refused before it exists
+        if Path(out).absolute() == Path(q).absolute():
+            raise UsageError(f"--out: {out} is where this run writes its rows (--csv); give another name")
+    check_output_path(out, flag="--out", inputs=inputs)

@@ -52,22 +52,29 @@ def test_search_finds_the_closed_form_max_batch(tmp_path: Path, budget: int, exp
     plan.run.writer.unlock()
 
 
-def test_budget_writes_the_row_at_the_max_batch_with_its_probes(tmp_path: Path) -> None:
-    budget = _peak(23) + 1
-    run = api.budget(
-        "_budget", memory=f"{budget}", device="cpu", isolation=False, tolerance=0, max_batch=64,
-        max_time_s=0.02, csv=tmp_path / "b.csv", progress=False,
+@pytest.fixture(scope="module")
+def budget_run(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    """One in-process budget run of ``_budget`` (fp32 fits 23; amp-fp16 is skipped on a CPU)."""
+    out = tmp_path_factory.mktemp("budget")
+    return api.budget(
+        "_budget", memory=f"{_peak(23) + 1}", device="cpu", isolation=False, tolerance=0, max_batch=64,
+        max_time_s=0.02, csv=out / "b.csv", progress=False, precisions="fp32,amp-fp16",
     )  # fmt: skip
+
+
+def test_budget_writes_the_row_at_the_max_batch_with_its_probes(budget_run) -> None:  # type: ignore[no-untyped-def]
+    budget, run = _peak(23) + 1, budget_run
     assert run.exit_code == 0
-    (row,) = run.rows
+    row, skipped = run.rows
+    assert skipped["status"] == "skipped" and skipped["precision"] == "amp-fp16" and skipped["probes"] == 0
     assert row["status"] == "ok" and row["batch_size"] == row["max_batch"] == 23
     assert row["budget_bytes"] == budget and 0 < row["probes"] <= probe_bound(64)
     # stage 2 measures the same figure the search compared: the closed form at the max batch
     assert row["peak_mem_bytes"] == _peak(23) <= budget
     df = load_results(run.csv_path)
-    assert list(df["max_batch"]) == [23] and list(df["probes"]) == [row["probes"]]
+    assert list(df["max_batch"])[:1] == [23] and list(df["probes"]) == [row["probes"], 0]
     assert str(df["budget_bytes"].dtype) == "Int64"
-    (record,) = load_samples(run.csv_path)
+    record = load_samples(run.csv_path)[0]
     b = record["budget"]
     assert b["rule"] == "cpu" and b["max_batch"] == 23 and len(b["probes"]) == row["probes"]
     assert [p["batch"] for p in b["probes"]][:5] == [1, 2, 4, 8, 16]
@@ -75,6 +82,19 @@ def test_budget_writes_the_row_at_the_max_batch_with_its_probes(tmp_path: Path) 
     rep = run.report
     assert rep is not None and rep.rule == "cpu"
     assert rep.recommendation.startswith("Use fp32 ckpt=none (the baseline) at batch 23")
+
+
+def test_report_draws_the_budget_figure_only_where_budget_rows_exist(budget_run, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    from bench.report.build import build_report
+
+    res = build_report([budget_run.csv_path], tmp_path / "with")
+    (fig,) = [f for f in res.figures if f.name == "budget"]
+    assert fig.png.stat().st_size > 0 and fig.svg.exists()
+    assert any(n.startswith("budget, _budget on cpu") and "Use fp32 ckpt=none" in n for n in res.notes)
+    assert "Use fp32 ckpt=none (the baseline) at batch 23" in res.summary_md.read_text(encoding="utf-8")
+    plain = Path(__file__).resolve().parents[1] / "fixtures" / "report" / "attention.csv"
+    res = build_report([plain], tmp_path / "without")
+    assert "budget" not in [f.name for f in res.figures] + [name for name, _ in res.skipped]
 
 
 def test_failed_probes_do_not_fit(tmp_path: Path) -> None:
@@ -140,8 +160,8 @@ def test_encoder_checkpointing_fits_a_larger_batch_in_child_processes(tmp_path: 
 def test_cli_json_out_and_the_report_rebuilt_from_the_csv(tmp_path: Path) -> None:
     from rich.console import Console
 
-    from bench.budget.summary import summarize
     from bench.cli.budget import print_report
+    from bench.report.budget import summarize
 
     csv, out = tmp_path / "c.csv", tmp_path / "o.json"
     res = CliRunner().invoke(

@@ -9,9 +9,9 @@ from dataclasses import dataclass
 import pytest
 
 from bench.budget.search import find_max_batch, probe_bound
-from bench.budget.summary import summarize
 from bench.constraints import parse_bytes
 from bench.errors import UsageError
+from bench.report.budget import summarize
 from bench.stats.pareto import pareto_front
 
 

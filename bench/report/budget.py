@@ -15,7 +15,10 @@
   beats the baseline at the baseline's own max batch, and at which batch; a lead inside the noise
   (throughput CIs that overlap) is said to be one; where nothing fits, what the smallest batch needs.
 
-``to_json`` / ``to_markdown`` render it; the CLI renders the same report as a rich table. Torch-free.
+``to_json`` / ``to_markdown`` render it (every cell and sentence escaped: text from a results file
+never becomes markup); the CLI renders the same report as a rich table, and ``dlbench report`` draws
+it (``bench.report.figures_budget``). It lives in the report layer, below the budget engine, so that
+both can use it. Torch-free.
 """
 
 from __future__ import annotations
@@ -25,9 +28,30 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from bench.budget.fit import RULE_COLUMN, RULES, rule_for
+from bench.report.escape import md_cell, md_text
 from bench.report.format import fmt_bytes, fmt_si, is_missing, num
 from bench.stats.pareto import pareto_front
+
+# The fit rules of ``dlbench budget`` (``bench.budget.fit`` judges probes by them): what fits, in the
+# words the output uses, and the results column each compares with the budget at the max batch.
+RULES: dict[str, str] = {
+    "cuda": (
+        "cuda: the step ran under torch.cuda.set_per_process_memory_fraction(budget / total) without "
+        "running out of memory, and its peak reserved memory is at most the budget"
+    ),
+    "cpu": (
+        "cpu: the tracked peak bytes (MemTracker, every phase of the step) are at most the budget; the "
+        "peak RSS increase is recorded, not enforced"
+    ),
+}
+# the figure each rule compares with the budget: a results column of the row measured at the max batch
+RULE_COLUMN: dict[str, str] = {"cuda": "cuda_reserved_peak_bytes", "cpu": "peak_mem_bytes"}
+
+
+def rule_for(device: str) -> str:
+    """The fit rule of a device: ``cuda`` for ``cuda``/``cuda:N``, else ``cpu``."""
+    return "cuda" if str(device).startswith("cuda") else "cpu"
+
 
 _NONE = ("", "none", None)
 
@@ -308,14 +332,6 @@ def _ratio(a: Entry, b: Entry) -> str:
     return f"{(a.throughput or 0.0) / (b.throughput or 1.0):.2f}x"
 
 
-def _md(text: Any) -> str:
-    """A markdown table cell: data, never markup."""
-    s = " ".join(str("" if text is None else text).split())
-    for ch in "\\|*_~`[]<>":
-        s = s.replace(ch, "\\" + ch)
-    return s
-
-
 def table_rows(report: BudgetReport) -> list[list[str]]:
     """The table's cells, one list per combination (the CLI's rich table and markdown share them).
 
@@ -359,14 +375,15 @@ def front_line(report: BudgetReport) -> str:
 
 def to_markdown(report: BudgetReport) -> str:
     head = table_head(report)
+    where = f"{fmt_bytes(report.budget_bytes)} on {md_text(report.device)}"
     lines = [
-        f"## dlbench budget {_md(report.scenario)}: {fmt_bytes(report.budget_bytes)} on {_md(report.device)}",
+        f"## dlbench budget {md_text(report.scenario)}: {where}",
         "",
-        f"Fit rule: {_md(report.rule_text)}. Peak: the figure the rule compares, at the max batch.",
+        f"Fit rule: {md_text(report.rule_text)}. Peak: the figure the rule compares, at the max batch.",
         "",
         "| " + " | ".join(head) + " |",
         "|" + "---|" * len(head),
     ]
-    lines += ["| " + " | ".join(_md(c) for c in cells) + " |" for cells in table_rows(report)]
-    lines += ["", _md(front_line(report)), "", _md(report.recommendation), ""]
+    lines += ["| " + " | ".join(md_cell(c) for c in cells) + " |" for cells in table_rows(report)]
+    lines += ["", md_text(front_line(report)), "", md_text(report.recommendation), ""]
     return "\n".join(lines)
