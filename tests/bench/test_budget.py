@@ -26,7 +26,8 @@ def _peak(batch: int) -> int:
 
 def _plan(tmp_path: Path, name: str, scenario: str = "_budget", **kw: object):
     kw.setdefault("isolation", False)
-    return api.plan_budget(scenario, device="cpu", csv=tmp_path / f"{name}.csv", **kw)
+    kw.setdefault("device", "cpu")
+    return api.plan_budget(scenario, csv=tmp_path / f"{name}.csv", **kw)
 
 
 @pytest.mark.parametrize(
@@ -215,3 +216,31 @@ def test_bad_input_exits_2_naming_it_before_any_work(tmp_path: Path, args: list[
     assert needle in " ".join(res.output.split()), res.output
     assert "Traceback" not in res.output
     assert not csv.exists()  # nothing was started
+
+
+@pytest.mark.gpu
+def test_cuda_rule_caps_the_allocator_and_checkpointing_fits_more(tmp_path: Path) -> None:
+    # in process (the cap is this process's; set back after): every fitting probe's reserved peak is
+    # within the budget, the next batch up did not fit, and full checkpointing fits a larger batch
+    import torch
+
+    budget = 256 * 2**20
+    try:
+        plan = _plan(
+            tmp_path, "cuda", "encoder", device="cuda", memory=budget, max_batch=512, tolerance=0,
+            checkpointing="none,full",
+        )  # fmt: skip
+        assert plan.rule == "cuda"
+        found = {c.checkpointing: search_combination(plan, c) for c in plan.combos}
+        plan.run.writer.unlock()
+    finally:
+        torch.cuda.set_per_process_memory_fraction(1.0)
+    for res in found.values():
+        assert 0 < res.max_batch < 512 and res.n_probes <= probe_bound(512)
+        for p in res.probes:
+            if p.fits:
+                assert p.reserved_peak_bytes is not None and p.reserved_peak_bytes <= budget
+            else:  # ran out of memory under the cap, or reserved more than the budget
+                assert p.status == "oom" or (p.reserved_peak_bytes or 0) > budget
+        assert any(p.batch == res.max_batch + 1 and not p.fits for p in res.probes)
+    assert found["full"].max_batch > found["none"].max_batch
