@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import signal
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -28,20 +27,12 @@ FORMATS = ("table", "markdown", "json")
 
 @contextlib.contextmanager
 def _sigterm_as_interrupt() -> Iterator[None]:
-    """SIGTERM (a cancelled CI job) raises KeyboardInterrupt, so workers and worktrees are cleaned up."""
+    """SIGTERM (a cancelled CI job) interrupts like Ctrl-C, once: a second signal cannot cut the
+    cleanup short (``bench.signals.interrupts``), so workers and temporary trees are always removed."""
+    from bench.signals import interrupts
 
-    def handler(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt
-
-    try:
-        previous = signal.signal(signal.SIGTERM, handler)
-    except ValueError:  # not the main thread (e.g. inside a test runner thread)
+    with interrupts():
         yield
-        return
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 def _progress(console: Any) -> Any:
@@ -70,9 +61,10 @@ _VERDICT_STYLE = {"slower": "bold red", "faster": "bold green", "same": "green",
 
 def print_table(d: dict[str, Any], console: Any) -> None:
     """The gate result for people: both sides, the ratio with its CI, the verdict."""
+    from rich.markup import escape
     from rich.table import Table
 
-    from bench.gate.interleave import VERDICT_TEXT, fmt_ratio_ci
+    from bench.gate.interleave import VERDICT_TEXT, built_text, fmt_ratio_ci
     from bench.report.format import fmt
 
     cfg = d["config"]
@@ -81,9 +73,15 @@ def print_table(d: dict[str, Any], console: Any) -> None:
     table.add_column("side", style="bold")
     table.add_column("source")
     table.add_column("median step", justify="right")
+    table.add_column("built")
     for name in ("base", "new"):
         side = d[name]
-        table.add_row(name.upper(), side["label"], f"{fmt(side['median_ms'], '.4g')} ms")
+        table.add_row(
+            name.upper(),
+            escape(side["label"]),
+            f"{fmt(side['median_ms'], '.4g')} ms",
+            escape(built_text(side)),
+        )
     console.print(table)
     p = d.get("p_value")
     console.print(
@@ -93,6 +91,8 @@ def print_table(d: dict[str, Any], console: Any) -> None:
     )
     if len(d.get("per_pair", [])) > 1:
         console.print("per pair: " + ", ".join(f"{p_['ratio']:.3f}" for p_ in d["per_pair"]), style="dim")
+    for note in d.get("notes", []):
+        console.print(f"note: {escape(note)}", style="dim")
     style = _VERDICT_STYLE.get(d["verdict"], "white")
     console.print(f"[{style}]{d['verdict']}[/]: {VERDICT_TEXT.get(d['verdict'], '')}")
 
@@ -158,10 +158,14 @@ def gate_cmd(
     """
     from bench.errors import UsageError
     from bench.gate import WorkerError, plan_gate, render_markdown, run_gate
+    from bench.outputs import check_output_path
+    from bench.signals import exit_code
 
     if fmt_ not in FORMATS:
         raise usage_error(f"--format: unknown format {fmt_!r}; expected one of {list(FORMATS)}")
     try:
+        if out is not None:
+            out = check_output_path(out, flag="--out")
         plan = plan_gate(
             scenario,
             base=base,
@@ -193,12 +197,12 @@ def gate_cmd(
     try:
         with _sigterm_as_interrupt(), bar:
             result = run_gate(plan, progress=update)
-    except KeyboardInterrupt:
-        typer.secho("interrupted: workers stopped, temporary worktrees removed", err=True)
-        raise typer.Exit(130) from None
+    except KeyboardInterrupt as exc:
+        typer.secho("interrupted: workers stopped, temporary trees removed", err=True)
+        raise typer.Exit(exit_code(exc)) from None
     except UsageError as exc:
         raise usage_error(str(exc)) from None
-    except WorkerError as exc:
+    except (WorkerError, RuntimeError) as exc:  # a worker died or timed out; a ref could not be exported
         typer.secho(f"Error: the gate could not measure: {exc}", err=True, fg=typer.colors.RED)
         raise typer.Exit(1) from None
     _emit(result.to_dict(), fmt_, out, markdown=render_markdown, table=print_table)
@@ -395,14 +399,18 @@ def _emit(
 
 
 def _write_out(out: Path | None, text: str) -> None:
+    """``--out``, written atomically (a reader never sees half of it; a failure keeps the old file)."""
     if out is None:
         return
+    from bench.outputs import write_atomic
+
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(text, encoding="utf-8")
-    except OSError as exc:
-        typer.secho(f"Error: --out: cannot write {out}: {exc.strerror or exc}", err=True, fg=typer.colors.RED)
-        raise typer.Exit(2) from None
+        write_atomic(out, text)
+    except (OSError, RuntimeError) as exc:
+        why = getattr(exc, "strerror", None) or exc
+        typer.secho(f"Error: --out: cannot write {out}: {why}", err=True, fg=typer.colors.RED)
+        raise typer.Exit(1) from None
 
 
 @baseline_app.command("update")

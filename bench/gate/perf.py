@@ -46,7 +46,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.errors import UsageError
-from bench.gate.interleave import GatePlan, GateResult, plan_gate, run_gate
+from bench.gate.interleave import GatePlan, GateResult, check_slice_count, plan_gate, run_gate
 from bench.gate.worker import WorkerError
 
 KIND = "dlbench-perf-ratios"
@@ -82,7 +82,15 @@ class PerfCheck:
     pairs: int = 2
 
     def plan(self, *, slices: int | None = None, device: str = "cpu") -> GatePlan:
-        """The gate of this check (both sides this tree), validated; ``slices`` overrides the declared."""
+        """The gate of this check (both sides this tree), validated; ``slices`` overrides the declared.
+
+        ``UsageError`` naming ``--slices`` when this check's pairs x slices ratios could not bound the
+        CI (``check_slice_count``): such a check could never fail, whatever the slowdown.
+        """
+        k = self.slices if slices is None else slices
+        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+            raise UsageError(f"--slices: expected a positive integer, got {k!r}")
+        check_slice_count(k, self.pairs, flag="--slices", pairs_flag="")
         return plan_gate(
             self.scenario,
             preset=self.preset,
@@ -91,7 +99,7 @@ class PerfCheck:
             new_params=dict(self.new),
             device=device,
             threshold=self.tolerance,
-            slices=self.slices if slices is None else slices,
+            slices=k,
             slice_time_s=self.slice_time_s,
             pairs=self.pairs,
         )
@@ -473,6 +481,10 @@ def update_references(
     old: dict[str, Any] = {}
     if p.exists() and names:
         old = load_references(p)["checks"]
+    if isinstance(runs, bool) or not isinstance(runs, int) or not 1 <= runs <= 100:
+        raise UsageError(f"--runs: expected an integer from 1 to 100, got {runs!r}")
+    for c in selected:  # every check's settings, before the first is measured
+        c.plan(slices=slices)
     entries = {
         c.name: measure_reference(c, runs, slices=slices, runner=runner, on_run=on_run) for c in selected
     }
@@ -497,10 +509,10 @@ def update_references(
         "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "checks": merged,
     }
+    from bench.outputs import write_atomic
+
     p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_name(p.name + ".tmp")
-    tmp.write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
-    tmp.replace(p)
+    write_atomic(p, json.dumps(doc, indent=2) + "\n")
     return p, doc
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -112,6 +113,8 @@ def test_request_checks_the_launch_options(tmp_path: Path) -> None:
         ({"nproc": "0"}, "--nproc"),
         ({"nnodes": "2"}, "--rdzv-endpoint"),
         ({"nnodes": "2", "node_rank": "2", "rdzv_endpoint": "h:1"}, "--node-rank"),
+        ({"nnodes": "2", "rdzv_endpoint": "h:1"}, "--rdzv-id: --nnodes 2 needs a run id"),
+        ({"rdzv_id": "a b"}, "--rdzv-id: expected"),
         ({"rdzv_endpoint": "nohost"}, "HOST:PORT"),
         ({"rdzv_backend": "zookeeper"}, "--rdzv-backend"),
     ):
@@ -282,7 +285,10 @@ def test_a_rank_that_hangs_is_a_timeout_row_and_the_next_configuration_runs(
     hung, good = s.rows
     assert hung["status"] == "timeout", hung["reason"]
     assert hung["elapsed_s"] < timeout + 12  # killed at the timeout, and waited for
-    assert "rank 1: build" in hung["reason"]  # where each rank was
+    # which rank hung, where and for how long, and where its peer waits (DDP's wrap waits for it)
+    assert re.search(r"rank 1 hung in build for [\d.]+ s; rank 0 waits in wrap", hung["reason"]), hung[
+        "reason"
+    ]
     assert good["status"] == "ok", good["reason"]
 
 
@@ -295,12 +301,14 @@ def _free_port() -> int:
 @pytest.mark.distributed
 def test_two_launcher_agents_rendezvous_as_two_nodes(tmp_path: Path, no_orphans: str) -> None:
     endpoint = f"127.0.0.1:{_free_port()}"
+    run_id = uuid.uuid4().hex[:8]  # the same on both nodes, new for this run
     procs = []
     for node in (0, 1):
         cmd = [
             sys.executable, "-m", "bench.cli", "run", "encoder", "--preset", "tiny", "--mode", "train",
             "--device", "cpu", "--parallel", "ddp", "--nproc", "1", "--nnodes", "2", "--node-rank", str(node),
-            "--rdzv-endpoint", endpoint, "--max-time", "0.3", "--target-ci", "0.5", "--timeout", "120",
+            "--rdzv-endpoint", endpoint, "--rdzv-id", run_id, "--max-time", "0.3", "--target-ci", "0.5",
+            "--timeout", "120",
             "--out", str(tmp_path / f"node{node}.csv"),
         ]  # fmt: skip
         log = (tmp_path / f"node{node}.log").open("wb")

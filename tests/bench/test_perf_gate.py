@@ -97,7 +97,7 @@ class FakeClient:
             t *= FakeClient.factors[self.config["scenario"]] * (1.0 + self.plant)
         return [t, t * 1.01, t * 0.99]
 
-    def close(self) -> None:
+    def close(self, *, hurry: bool = False) -> None:
         pass
 
 
