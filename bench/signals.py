@@ -79,8 +79,13 @@ def _handler(signum: int, frame: FrameType | None) -> None:
 
 
 @contextmanager
-def interrupts() -> Iterator[None]:
-    """Within the block, SIGINT and SIGTERM interrupt once (``Interrupted``) and are ignored after."""
+def interrupts(*, ignore_after: bool = False) -> Iterator[None]:
+    """Within the block, SIGINT and SIGTERM interrupt once (``Interrupted``) and are ignored after.
+
+    ``ignore_after`` (a command about to exit): once interrupted, the signals stay ignored after the
+    block too, so a second signal between the cleanup and the exit cannot turn the exit status
+    ``128 + signal`` into a death by that signal.
+    """
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -95,8 +100,9 @@ def interrupts() -> Iterator[None]:
     finally:
         _state.depth -= 1
         if _state.depth == 0:
+            keep = ignore_after and (_state.first is not None or _state.pending is not None)
             for signum, old in previous.items():
-                signal.signal(signum, old)
+                signal.signal(signum, signal.SIG_IGN if keep else old)
 
 
 @contextmanager

@@ -31,7 +31,7 @@ def _sigterm_as_interrupt() -> Iterator[None]:
     cleanup short (``bench.signals.interrupts``), so workers and temporary trees are always removed."""
     from bench.signals import interrupts
 
-    with interrupts():
+    with interrupts(ignore_after=True):
         yield
 
 
@@ -54,6 +54,31 @@ def _progress(console: Any) -> Any:
         bar.update(task, description=labels.get(stage, stage), completed=done, total=total)
 
     return bar, update
+
+
+def _plain_progress() -> Callable[[str, int, int], None]:
+    """Progress as plain lines on stderr when it is not a terminal (CI logs): each stage once, then
+    the measured slices at every quarter."""
+    said: set[str] = set()
+    quarters: set[int] = set()
+
+    def update(stage: str, done: int, total: int) -> None:
+        if stage == "start":
+            if "start" not in said:
+                typer.echo(f"gate: starting {total} workers", err=True)
+        elif stage == "warmup":
+            if "warmup" not in said:
+                typer.echo("gate: workers ready; warm-up slices", err=True)
+        elif stage == "measure":
+            if "measure" not in said:
+                typer.echo(f"gate: measuring interleaved slices ({total} in all)", err=True)
+            q = 4 * done // max(1, total)
+            if q not in quarters and q > 0:
+                quarters.add(q)
+                typer.echo(f"gate: slice {done}/{total}", err=True)
+        said.add(stage)
+
+    return update
 
 
 _VERDICT_STYLE = {"slower": "bold red", "faster": "bold green", "same": "green", "inconclusive": "yellow"}
@@ -191,7 +216,7 @@ def gate_cmd(
 
     err = Console(stderr=True)
     bar: Any = contextlib.nullcontext()
-    update = None
+    update = _plain_progress()
     if err.is_terminal:
         bar, update = _progress(err)
     try:

@@ -214,7 +214,9 @@ def profile_cmd(
     from bench.signals import exit_code, interrupts
 
     try:
-        with interrupts():  # SIGTERM like Ctrl-C; a second signal cannot cut the cleanup short
+        with interrupts(
+            ignore_after=True
+        ):  # SIGTERM like Ctrl-C; a second signal cannot cut the cleanup short
             res = plan.run()
     except KeyboardInterrupt as exc:
         typer.secho("interrupted: no profile written, nothing left running", err=True)

@@ -271,7 +271,9 @@ def run_cmd(
 
     try:
         progress = RunProgress(plan.spec.name, len(plan.configs), varying_params(plan.configs))
-        with interrupts():  # SIGTERM like Ctrl-C; a second signal cannot cut the cleanup short
+        with interrupts(
+            ignore_after=True
+        ):  # SIGTERM like Ctrl-C; a second signal cannot cut the cleanup short
             summary = execute_plan(plan, progress=progress)
     except KeyboardInterrupt as exc:
         typer.secho("interrupted: finished rows are in the CSV; rerun with --resume to go on", err=True)

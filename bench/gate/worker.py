@@ -34,7 +34,8 @@ tree's own defaults and preset (``params``), and ``preset``, ``mode``, ``precisi
 default cannot pass as an unchanged configuration.
 
 A slice runs the full step (forward, backward, optimizer: ``PhasedStep.run``) back to back for at
-least ``S`` seconds (at least one sample) and returns every per-call time in milliseconds. Steps
+least ``S`` seconds and at least ``MIN_SLICE_SAMPLES`` samples (so one preempted sample cannot
+move a slice's median, whatever ``--slice-time``) and returns every per-call time in milliseconds. Steps
 faster than ``FAST_STEP_S`` are timed in blocks of ``k`` calls (per-call time = block / k), the
 rule of ``bench.harness.timing`` (its constants are repeated here because this file must run
 against trees whose harness may differ). On CUDA each sample is synchronized before the host clock
@@ -77,6 +78,7 @@ FAST_STEP_S = 50e-6  # steps faster than this are timed in blocks of k calls
 BLOCK_TARGET_S = 200e-6  # a block of fast calls lasts about this long
 MAX_CALLS_PER_SAMPLE = 1000
 WARMUP_CALLS = 3  # calls made at build time to estimate the step time (the driver warms up further)
+MIN_SLICE_SAMPLES = 5  # a slice's median needs a few samples: two outliers cannot move a median of 5
 
 _THIS_FILE = Path(__file__).resolve()
 DRIVER_TREE = _THIS_FILE.parents[2]  # the source tree this file belongs to
@@ -130,8 +132,9 @@ def run_slice(
     plant: float = 0.0,
     sync: Callable[[], None] | None = None,
     clock: Callable[[], int] = time.perf_counter_ns,
+    min_samples: int = MIN_SLICE_SAMPLES,
 ) -> list[float]:
-    """Per-call times (ms) of ``step`` run back to back for at least ``seconds`` (>= 1 sample).
+    """Per-call times (ms) of ``step`` run back to back for at least ``seconds`` and ``min_samples``.
 
     ``plant > 0`` busy-waits ``plant`` times each sample's measured time inside the timed interval
     (the planted slowdown). ``sync`` (CUDA) runs after each block, before the clock is read.
@@ -155,7 +158,7 @@ def run_slice(
                 pass
             t1 = clock()
         append((t1 - t0) * scale)
-        if t1 >= deadline:
+        if t1 >= deadline and len(out) >= min_samples:
             return out
 
 

@@ -333,8 +333,13 @@ def test_nox_perf_session_runs_the_exact_check_then_the_ratios_in_this_environme
         def install(self, *args: str, **kw: Any) -> None:
             raise AssertionError("the perf session must not install anything")
 
-    func = module.perf
-    func(Session())
+    import signal
+
+    previous = signal.getsignal(signal.SIGTERM)
+    try:
+        module.perf(Session())  # it installs its SIGTERM forwarder in this process
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     cli = (sys.executable, "-m", "bench.cli", "baseline")
     assert calls == [(*cli, "check"), (*cli, "ratios", "--check", "attention")]
 
