@@ -89,7 +89,7 @@ def print_table(d: dict[str, Any], console: Any) -> None:
     from rich.markup import escape
     from rich.table import Table
 
-    from bench.gate.interleave import VERDICT_TEXT, built_text, fmt_ratio_ci
+    from bench.gate.interleave import FAIL_CLOSED_TEXT, VERDICT_TEXT, built_text, fmt_ratio_ci
     from bench.report.format import fmt
 
     cfg = d["config"]
@@ -120,6 +120,8 @@ def print_table(d: dict[str, Any], console: Any) -> None:
         console.print(f"note: {escape(note)}", style="dim")
     style = _VERDICT_STYLE.get(d["verdict"], "white")
     console.print(f"[{style}]{d['verdict']}[/]: {VERDICT_TEXT.get(d['verdict'], '')}")
+    if d.get("fail_closed"):
+        console.print(f"[bold red]{FAIL_CLOSED_TEXT}[/]")
 
 
 @app.command("gate")
@@ -276,7 +278,13 @@ _CHECK_OPT = typer.Option(
 )
 
 
-_STATUS_STYLE = {"ok": "green", "faster": "bold green", "slower": "bold red", "error": "bold red"}
+_STATUS_STYLE = {
+    "ok": "green",
+    "faster": "bold green",
+    "slower": "bold red",
+    "unclear": "bold red",
+    "error": "bold red",
+}
 
 
 def _fmt_ci(o: dict[str, Any]) -> str:

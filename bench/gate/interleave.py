@@ -406,9 +406,21 @@ class GateResult:
     notes: list[str] = field(default_factory=list)
 
     @property
+    def fail_closed(self) -> bool:
+        """Inconclusive, and the median ratio itself lies beyond the threshold: the gate fails closed.
+
+        The CI is too wide to call it "slower", but the data lean that way; passing it would let a
+        2x slowdown through whenever one noisy slice widens the CI (at 6 slice ratios the CI is their
+        (min, max)). More slices decide either way.
+        """
+        return (
+            self.verdict == "inconclusive" and float(self.estimate.ratio) > 1.0 + self.plan.options.threshold
+        )
+
+    @property
     def exit_code(self) -> int:
-        """1 on a significant regression beyond the threshold ("slower"), else 0."""
-        return 1 if self.verdict == "slower" else 0
+        """1 on a significant regression beyond the threshold ("slower") or ``fail_closed``, else 0."""
+        return 1 if self.verdict == "slower" or self.fail_closed else 0
 
     def side_dict(self, side: Side) -> dict[str, Any]:
         key = f"{side.name}_median_ms"
@@ -449,6 +461,7 @@ class GateResult:
             "method": est.method,
             "n_slices": len(self.slices),
             "verdict": self.verdict,
+            "fail_closed": self.fail_closed,
             "exit_code": self.exit_code,
             "note": getattr(est, "note", ""),
             "notes": list(self.notes),
@@ -663,6 +676,8 @@ def built_text(side: Mapping[str, Any]) -> str:
     return f"{head} | {params}" if params else head
 
 
+FAIL_CLOSED_TEXT = "the median ratio is beyond the threshold, so the gate fails closed (exit 1)"
+
 VERDICT_TEXT = {
     "slower": "REGRESSION: NEW is slower beyond the threshold",
     "faster": "NEW is faster beyond the threshold",
@@ -680,7 +695,8 @@ def render_markdown(d: Mapping[str, Any]) -> str:
     lines = [
         f"### dlbench gate: `{d['scenario']}` ({cfg['preset']}, {run}, {cfg['device']})".replace(" , ", " "),
         "",
-        f"**{d['verdict']}** — {VERDICT_TEXT.get(d['verdict'], '')}",
+        f"**{d['verdict']}** — {VERDICT_TEXT.get(d['verdict'], '')}"
+        + (f"; {FAIL_CLOSED_TEXT}" if d.get("fail_closed") else ""),
         "",
         "| | source | built | median step (ms) |",
         "|---|---|---|---|",

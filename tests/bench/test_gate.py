@@ -408,6 +408,28 @@ def test_an_empty_base_or_new_is_refused(repo: Path) -> None:
     assert r.exit_code == 2 and "--base: an empty value" in r.output
 
 
+def test_a_users_worktree_whose_folder_is_moved_away_stays_intact(
+    repo: Path, tmp_path: Path, fake_workers: type[FakeClient], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The gate never prunes: a user's worktree with staged work, its folder briefly elsewhere."""
+    monkeypatch.setenv("DLBENCH_SCRATCH", str(tmp_path / "scratch"))
+    wt, away = tmp_path / "wt2", tmp_path / "wt2-away"
+    _git(repo, "worktree", "add", "-q", str(wt), "HEAD~1")
+    (wt / "staged.txt").write_text("work in progress\n")
+    _git(wt, "add", "staged.txt")
+    wt.rename(away)  # e.g. on a disk that is not mounted right now
+    entry = repo / ".git" / "worktrees" / "wt2"
+    assert entry.is_dir() and "prunable" in _git(repo, "worktree", "list", "--porcelain")
+    plan = plan_gate(
+        "_linear", base="HEAD~1", new=str(repo), device="cpu", aa=True, slices=6, pairs=1, repo=repo
+    )
+    res = run_gate(plan)
+    assert res.verdict == "same" and not _entries(tmp_path / "scratch")
+    assert entry.is_dir() and f"worktree {wt}" in _git(repo, "worktree", "list", "--porcelain")
+    away.rename(wt)
+    assert _git(wt, "diff", "--cached", "--name-only").split() == ["staged.txt"]  # its staged state
+
+
 def test_directories_and_identity(repo: Path, tmp_path: Path) -> None:
     here = trees.resolve_tree(None, flag="--new", repo=repo)
     assert here.kind == "dir" and here.path == repo.resolve() and here.spec == "."
@@ -454,3 +476,101 @@ def test_gate_result_json_is_strict(fake_workers: type[FakeClient]) -> None:
     res: GateResult = run_gate(_plan(aa=True, slices=4))
     d = res.to_dict()
     assert json.loads(json.dumps(d, allow_nan=False)) == d
+
+
+# ------------------------------------------------------------------------------------------------
+# fail closed: one test per rule
+# ------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (
+            ["--slices", "4", "--pairs", "1"],
+            "--slices 4 x --pairs 1 = 4 slice ratio(s), too few for a 95% CI",
+        ),
+        (["--slices", "2"], "--slices 2 x --pairs 2 = 4 slice ratio(s)"),
+        (["--slices", "5", "--pairs", "1"], "use --slices 6 or more"),
+    ],
+)
+def test_a_slice_count_that_cannot_bound_the_ci_is_refused(
+    args: list[str], needle: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def no_workers(*a: Any, **k: Any) -> None:
+        raise AssertionError("a worker was started despite bad input")
+
+    monkeypatch.setattr(interleave, "WorkerClient", no_workers)
+    monkeypatch.chdir(ROOT)
+    r = runner.invoke(app, ["gate", "_linear", "--aa", *args])
+    assert r.exit_code == 2 and needle in r.output, r.output
+
+
+def test_a_planted_2x_slowdown_never_exits_0_at_any_accepted_setting(fake_workers: type[FakeClient]) -> None:
+    """Every slices x pairs the gate accepts says "slower" (exit 1) for a 2x NEW; the rest are refused."""
+    fake_workers.times = {"base": 10.0, "new": 20.0}
+    accepted = 0
+    for pairs in (1, 2, 3, 4):
+        for slices in range(1, 9):
+            try:
+                plan = _plan(aa=True, slices=slices, pairs=pairs)
+            except UsageError as exc:
+                assert slices * pairs < interleave.min_slices() and "--slices" in str(exc)
+                continue
+            accepted += 1
+            res = run_gate(plan)
+            assert res.verdict == "slower" and res.exit_code == 1, (slices, pairs, res.verdict)
+    assert accepted == 4 * 8 - 5 - 2 - 1 - 1  # refused: pairs 1 x 1-5 slices, 2 x 1-2, 3 x 1, 4 x 1
+
+
+def test_the_sides_must_build_the_same_configuration_unless_asked() -> None:
+    """A tree that changed a default is refused (exit 2) instead of being reported faster."""
+    built = {
+        "base": {"preset": "tiny", "mode": "train", "precision": "fp32", "checkpointing": "none",
+                 "device": "cpu", "params": {"batch_size": 4, "in_features": 64}},
+        "new": {"preset": "tiny", "mode": "train", "precision": "fp32", "checkpointing": "none",
+                "device": "cpu", "params": {"batch_size": 4, "in_features": 32, "bias": True}},
+    }  # fmt: skip
+    plan = _plan(aa=True, slices=6)
+    with pytest.raises(interleave.ConfigMismatch, match=r"in_features: BASE 64, NEW 32.*-p KEY=VALUE"):
+        interleave.check_built(plan, built)
+    asked = _plan(new_params=["in_features=32"], slices=6)  # compared on purpose: fine
+    assert interleave.check_built(asked, built) == ["only NEW has parameter bias=True"]
+    other = {**built, "new": {**built["new"], "precision": "amp-bf16", "params": built["base"]["params"]}}
+    with pytest.raises(interleave.ConfigMismatch, match="precision: BASE 'fp32', NEW 'amp-bf16'"):
+        interleave.check_built(plan, other)
+
+
+@pytest.mark.slow
+def test_real_workers_report_what_they_built_and_a_planted_2x_fails_at_the_fewest_slices(
+    tmp_path: Path,
+) -> None:
+    """The fewest accepted ratios (6), real workers, NEW 2x slower: exit 1, both builds shown."""
+    out = tmp_path / "g.json"
+    args = ["gate", "_linear", "--aa", "--device", "cpu", "--pairs", "1", "--slices", "6",
+            "--slice-time", "0.02", "--format", "json", "--out", str(out)]  # fmt: skip
+    r = runner.invoke(app, args, env={PLANT_ENV_VAR: "1.0"})
+    assert r.exit_code == 1, r.output
+    d = json.loads(out.read_text())
+    assert d["verdict"] == "slower" and d["n_slices"] == 6 and d["ci_low"] > 1.0
+    for side in ("base", "new"):
+        assert d[side]["built"]["params"] == {"batch_size": 4, "in_features": 64, "out_features": 32}
+        assert d[side]["built"]["mode"] == "train" and d[side]["built"]["preset"] == "default"
+    assert "preset=default train fp32" in interleave.render_markdown(d)
+
+
+def test_an_unwritable_out_is_refused_before_any_worker_starts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def no_workers(*a: Any, **k: Any) -> None:
+        raise AssertionError("a worker was started despite bad input")
+
+    monkeypatch.setattr(interleave, "WorkerClient", no_workers)
+    monkeypatch.chdir(ROOT)
+    (tmp_path / "d").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "x.json")
+    for out, needle in (
+        (tmp_path / "nope" / "g.json", "does not exist"),
+        (tmp_path / "d", "is a folder"),
+        (tmp_path / "link", "symbolic link"),
+    ):
+        r = runner.invoke(app, ["gate", "_linear", "--aa", "--out", str(out)])
+        assert r.exit_code == 2 and "--out" in r.output and needle in r.output, r.output
