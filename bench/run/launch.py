@@ -46,8 +46,10 @@ Failure handling, within ``--timeout`` seconds per configuration:
   launcher's own last error, not a guess.
 
 Either way nothing of the job is left running and the sweep goes on. A launch that fails before any
-rank starts (a rendezvous port taken, a peer node still leaving the previous job's rendezvous) is
-retried while the timeout allows.
+rank starts on a port dlbench picked (taken meanwhile), or across nodes (the endpoint still held by
+the previous configuration's store, a peer still leaving its rendezvous), is retried while the
+timeout allows; a one-node launch on a given ``--rdzv-endpoint`` is not, and the launcher's own
+error is the row's reason.
 
 Merging (``merge_ranks``): the time columns are the slowest rank's (highest median), the memory
 columns the most loaded rank's (highest peak), the noise sentinel the busiest rank's window;
@@ -346,7 +348,8 @@ def _phases(outdir: Path, world_size: int) -> str:
         parts = ", ".join(f"rank {r}: {where(r)}" for r in stuck)
         return f"every rank stopped at the same point ({parts}): a collective that never completed?"
     head = ", ".join(f"rank {r}" for r in stuck)
-    return f"{head} hung {where(stuck[0])}; " + ", ".join(f"rank {r} waits {where(r)}" for r in others)
+    verb = "never started" if seen[stuck[0]] is None else f"hung {where(stuck[0])}"
+    return f"{head} {verb}; " + ", ".join(f"rank {r} waits {where(r)}" for r in others)
 
 
 def merge_ranks(cfg: RunConfig, ranks: list[dict[str, Any]]) -> ParallelMeasurement:
@@ -590,8 +593,11 @@ def _run_job(
             if job.leftovers():  # the agent exited; nothing of its job may outlive it
                 job.kill()
             started = any(outdir.glob("rank*.phase"))
-            if rc != 0 and not started and attempt < 3 and deadline - time.perf_counter() > 5:
-                time.sleep(1.0)  # the rendezvous failed before any rank ran (a port race): try again
+            # a free port we picked may be taken meanwhile; a multi-node endpoint may still be held by
+            # the previous configuration's store, or a peer node may still be leaving its rendezvous
+            retry = options.rdzv_endpoint is None or cfg.nnodes > 1
+            if rc != 0 and not started and retry and attempt < 3 and deadline - time.perf_counter() > 5:
+                time.sleep(1.0)  # the rendezvous failed before any rank ran: try again
                 continue
             return finish(cfg, outdir, rc, log, elapsed)
 
