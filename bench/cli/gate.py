@@ -1,8 +1,9 @@
 """``dlbench gate`` (interleaved BASE/NEW timing) and ``dlbench baseline check|update`` (exact figures).
 
-Exit codes of ``gate``: 0 no significant regression beyond ``--threshold`` (verdict faster, same or
-inconclusive); 1 a regression (verdict "slower"), or the gate could not measure (a worker died or
-timed out: a gate fails closed); 2 bad input (nothing started); 130 interrupted. ``baseline
+Exit codes of ``gate``: 0 no significant regression beyond ``--threshold`` (verdict faster, same, or
+inconclusive with the median ratio within it); 1 a regression (verdict "slower"), an inconclusive
+result whose median ratio is beyond the threshold, or the gate could not measure (a worker died or
+timed out: a gate fails closed); 2 bad input (nothing started); 130 SIGINT, 143 SIGTERM. ``baseline
 check``: 0 every figure equal, 1 some figure differs (each named), 2 no or unreadable baseline.
 ``baseline ratios``: 0 every timing ratio within its reference's tolerance (or faster), 1 a check
 significantly slower than its reference beyond the tolerance, or one that could not measure (each
@@ -129,7 +130,11 @@ def gate_cmd(
     scenario: Annotated[str, typer.Argument(help="Scenario name (see `dlbench list`).")],
     base: Annotated[
         str | None,
-        typer.Option("--base", help="BASE: a git ref (temporary worktree) or a directory. \\[default: .]"),
+        typer.Option(
+            "--base",
+            help="BASE: a git ref (exported with git archive into a folder dlbench owns; nothing is "
+            "written into the repository) or a directory; an empty value is refused. \\[default: .]",
+        ),
     ] = None,
     new: Annotated[
         str | None, typer.Option("--new", help="NEW: a git ref or a directory. \\[default: .]")
@@ -165,7 +170,9 @@ def gate_cmd(
     threshold: Annotated[
         str, typer.Option("--threshold", help="Slowdown that counts as a regression: 5% or 0.05.")
     ] = "5%",
-    slices: Annotated[int, typer.Option("--slices", help="Measured slices per worker pair and side.")] = 12,
+    slices: Annotated[
+        int, typer.Option("--slices", help="Measured slices per worker pair and side (x --pairs >= 6).")
+    ] = 12,
     slice_time: Annotated[float, typer.Option("--slice-time", help="Seconds per slice.")] = 0.25,
     pairs: Annotated[int, typer.Option("--pairs", help="BASE/NEW worker process pairs.")] = 2,
     aa: Annotated[
@@ -181,7 +188,9 @@ def gate_cmd(
     """Is NEW slower than BASE? Both timed interleaved, in the same time windows, on this machine.
 
     Exit 1 when the slowdown is significant (the CI of the median slice ratio lies above 1) and
-    beyond --threshold; 0 otherwise; 2 on bad input.
+    beyond --threshold, or inconclusive with the median ratio beyond it (the gate fails closed), or
+    when it could not measure; 0 otherwise; 2 on bad input (fewer than 6 slice ratios, an empty
+    --base/--new, sides that built different configurations unasked); 130/143 on SIGINT/SIGTERM.
     """
     from bench.errors import UsageError
     from bench.gate import WorkerError, plan_gate, render_markdown, run_gate

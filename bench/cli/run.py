@@ -181,11 +181,10 @@ def run_cmd(
         str | None,
         typer.Option(
             "--rdzv-endpoint",
-            help="HOST:PORT of the rendezvous, node 0's address, the same on every node; required with "
-            "--nnodes > 1. A non-loopback endpoint LISTENS ON THE NETWORK (node 0 serves an "
-            "unauthenticated TCP store there for the job): use it on a trusted network only. With a "
-            "loopback endpoint, or none, everything of the job listens on loopback only. "
-            "\\[default: 127.0.0.1 and a free port, one node]",
+            help="HOST:PORT of the rendezvous (node 0's address, the same on every node; required with "
+            "--nnodes > 1). \\[default: 127.0.0.1 and a free port, one node] A non-loopback endpoint LISTENS "
+            "ON THE NETWORK (an unauthenticated store on node 0): trusted networks only. Loopback or none: "
+            "the job listens on loopback only.",
         ),
     ] = None,
     rdzv_id: Annotated[
