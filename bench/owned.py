@@ -54,6 +54,8 @@ def scratch_root() -> Path:
     raw = os.environ.get(ROOT_ENV, "").strip()
     root = Path(raw).expanduser() if raw else Path(tempfile.gettempdir()) / f"dlbench-{os.getuid()}"
     try:
+        if not root.is_symlink() and not root.is_dir() and os.path.lexists(root):
+            raise UsageError(f"{ROOT_ENV}: {root} is a file, not a folder; set {ROOT_ENV} to a folder")
         root.mkdir(mode=0o700, parents=bool(raw), exist_ok=True)
         st = os.lstat(root)
     except OSError as exc:

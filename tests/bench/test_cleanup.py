@@ -358,3 +358,31 @@ def test_a_normal_gate_after_the_kills_leaves_nothing_either(
     assert rc in (0, 1), cmd.text()[-2000:]
     assert "NEW/BASE" in cmd.text() and "HEAD~1" in cmd.text()
     assert_clean(scratch, repo)
+
+
+# --- nox -s perf: a cancelled CI job ----------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_sigterm_to_nox_perf_reaches_baseline_ratios_and_nothing_is_left(
+    env: dict[str, str], scratch: Path, tmp_path: Path
+) -> None:
+    """What a CI cancel sends: SIGTERM to nox alone, while ``baseline ratios`` measures."""
+    pytest.importorskip("nox")
+    log = tmp_path / "log"
+    with log.open("wb") as f:
+        nox = subprocess.Popen(
+            [sys.executable, "-m", "nox", "-s", "perf", "--", "--check", "attention"],
+            cwd=ROOT, env=env, stdout=f, stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+    try:
+        wait_for("the ratios' workers", lambda: any(n.startswith("gate-") for n in os.listdir(scratch)),
+                 timeout=240, proc=nox)  # fmt: skip
+        nox.send_signal(signal.SIGTERM)
+        nox.wait(timeout=90)
+    finally:
+        if nox.poll() is None:
+            nox.kill()
+    assert nox.returncode != 0
+    assert_clean(scratch)
+    assert "interrupted: workers stopped" in log.read_text(errors="replace")
