@@ -2,7 +2,8 @@
 
 - ``check_output_path(path, flag=..., inputs=...)`` before any work: ``UsageError`` (exit 2),
   naming the flag and the path, for a target that is one of the inputs, a folder (unless
-  ``allow_dir``), a symlink, or not writable (its folder missing or not writable);
+  ``allow_dir``), a symlink, not a regular file (a FIFO, a device), or not writable (its folder
+  missing or not writable);
 - ``write_atomic(path, data)``: a temporary file in the same folder, ``fsync``, ``os.replace`` over
   the target, ``fsync`` of the folder. A symlink at the target is never followed; on failure the
   previous file stays whole and the temporary is removed.
@@ -47,6 +48,10 @@ def check_output_path(
             raise UsageError(f"{flag}: {p} is a symbolic link; dlbench never writes through a link")
         if stat.S_ISDIR(st.st_mode) and not allow_dir:
             raise UsageError(f"{flag}: {p} is a folder; give a file name")
+        if not stat.S_ISDIR(st.st_mode) and not stat.S_ISREG(st.st_mode):
+            raise UsageError(
+                f"{flag}: {p} is not a regular file (a FIFO, socket or device); give a file name"
+            )
         for q in inputs:
             if Path(q).exists() and _same_file(p, Path(q)):
                 raise UsageError(f"{flag}: {p} is one of the inputs; writing there would destroy it")

@@ -106,6 +106,31 @@ def _gate_out(c: Ctx) -> tuple[bool, str]:
     return both((ok, f"exits {[r.rc for r in rs]}"), c.clean(timeout=2))
 
 
+@case("gate", "refused: --out that is a FIFO (a reader waiting on it), before any work")
+def _gate_fifo(c: Ctx) -> tuple[bool, str]:
+    fifo = c.path("fifo")
+    os.mkfifo(fifo)
+    return both(
+        refused(c.cli(*shlex.split(f"{GATE} _linear --aa"), "--out", str(fifo)), "FIFO"), c.clean(timeout=2)
+    )
+
+
+@case("profile", "refused: -o . in a source tree (files that are not a profile are never replaced)")
+def _prof_dot(c: Ctx) -> tuple[bool, str]:
+    r = c.cli(*shlex.split(f"{PROF} -o . --overwrite"), cwd=c.repo)
+    return both(refused(r, "not a dlbench profile"), c.clean(timeout=2))
+
+
+@case("parallel", "an IPv6 loopback endpoint ([::1]:PORT) runs")
+def _ipv6(c: Ctx) -> tuple[bool, str]:
+    with socket.socket(socket.AF_INET6) as s:
+        s.bind(("::1", 0))
+        port = s.getsockname()[1]
+    out = c.path("v6.csv")
+    r = c.cli(*shlex.split(f"{DDP} --rdzv-endpoint [::1]:{port}"), "--out", str(out))
+    return both((r.rc == 0 and _row(out).get("status") == "ok", f"exit {r.rc}"), c.clean())
+
+
 @case("gate", "refused: DLBENCH_SCRATCH pointing at a file")
 def _scratch_file(c: Ctx) -> tuple[bool, str]:
     f = c.path("file")

@@ -42,6 +42,7 @@ from bench.registry import CHILD_ENV_VAR, ScenarioSpec
 from bench.results.schema import baseline_key, scaling_efficiency
 from bench.run.grid import RunConfig, config_skip_reason
 from bench.run.request import RunRequest
+from bench.signals import shielded
 
 
 @dataclass
@@ -197,7 +198,8 @@ def execute(
             outcome = runner_for(cfg, isolation)(cfg, options, device_name=device_name)
         row = results.build_row(cfg, outcome, run_id=run_id, env=env, request=options, columns=writer.columns)
         with_scaling(row, baselines)
-        writer.append(row, results.samples_record(row, outcome) if outcome.status != "skipped" else None)
+        with shielded():  # a signal waits until the row and its sidecar record are both written
+            writer.append(row, results.samples_record(row, outcome) if outcome.status != "skipped" else None)
         out.rows.append(row)
         if on_done:
             on_done(i, cfg, row)
@@ -273,7 +275,8 @@ def _execute_repeated(
     def write(i: int, cfg: RunConfig, outcome: Outcome) -> None:
         row = results.build_row(cfg, outcome, run_id=run_id, env=env, request=options, columns=writer.columns)
         with_scaling(row, baselines)
-        writer.append(row, results.samples_record(row, outcome) if outcome.status != "skipped" else None)
+        with shielded():  # a signal waits until the row and its sidecar record are both written
+            writer.append(row, results.samples_record(row, outcome) if outcome.status != "skipped" else None)
         out.rows.append(row)
         if on_done:
             on_done(i, cfg, row)

@@ -664,10 +664,15 @@ def bind_stores_to_loopback() -> list[str]:
 
         if hasattr(DynamicRendezvousHandler, "_create_tcp_store_server"):
 
-            def server(self: Any, master_addr: str, master_port: int) -> Any:
-                return loopback_tcp_store(master_addr, master_port, is_master=True, multi_tenant=True)
+            def server(self: Any, *args: Any) -> Any:
+                # (master_addr, master_port) in torch 2.13; (bootstrap_store_info,) in some earlier ones
+                if len(args) == 1:
+                    addr, port = args[0].master_addr, args[0].master_port
+                else:
+                    addr, port = args
+                return loopback_tcp_store(addr, port, is_master=True, multi_tenant=True)
 
-            DynamicRendezvousHandler._create_tcp_store_server = server  # type: ignore[method-assign]
+            DynamicRendezvousHandler._create_tcp_store_server = server  # type: ignore[method-assign,assignment]
             patched.append("DynamicRendezvousHandler._create_tcp_store_server")
     except ImportError:
         pass
