@@ -153,6 +153,14 @@ def _plant(c: Ctx) -> tuple[bool, str]:
     return both((r.rc == 1, f"exit {r.rc}"), c.clean())
 
 
+@case("baseline", "a planted 2x in the dlcore side at --slices 3 (6 ratios, the fewest accepted) fails")
+def _ratios_plant(c: Ctx) -> tuple[bool, str]:
+    r = c.cli(
+        *shlex.split("baseline ratios --check attention --slices 3"), env={"DLBENCH_PLANT_SLOWDOWN": "1.0"}
+    )
+    return both((r.rc == 1 and "attention" in r.out, f"exit {r.rc}"), c.clean())
+
+
 @case("gate", "a NEW tree that lowered a default is refused, not reported faster")
 def _mismatch(c: Ctx) -> tuple[bool, str]:
     return both(

@@ -325,19 +325,6 @@ def test_a_planted_2x_slowdown_fails_every_check_at_every_accepted_slice_count(
         assert report.exit_code == 1 and report.failures() == ["attention", "optimizer", "checkpointing"]
 
 
-@pytest.mark.slow
-def test_a_real_planted_2x_slowdown_fails_at_the_fewest_accepted_slices(tmp_path: Path) -> None:
-    """``--slices 3`` (x 2 pairs = 6 ratios, the fewest accepted), real workers: exit 1."""
-    r = runner.invoke(
-        app,
-        ["baseline", "ratios", "--check", "attention", "--slices", "3", "--format", "json"],
-        env={PLANT_ENV_VAR: "1.0"},
-    )
-    assert r.exit_code == 1, r.output
-    (att,) = json.loads(r.stdout)["checks"]
-    assert att["status"] in ("slower", "unclear") and att["n_slices"] == 6
-
-
 def test_update_rejects_bad_runs(tmp_path: Path) -> None:
     with pytest.raises(UsageError, match="--runs"):
         update_references(tmp_path / "perf.json", runs=0)

@@ -385,20 +385,20 @@ def test_an_existing_profile_is_refused_or_replaced_whole_and_commands_are_quote
     from bench.cli import app
 
     out = tmp_path / "my profile"  # a space: the printed commands quote it
+    out.mkdir()
+    (out / "summary.json").write_text("{}")  # an earlier profile's files
+    (out / "old.1.pt.trace.json").write_text("{}")
     args = ["profile", "_linear", "--device", "cpu", "--wait", "0", "--warmup", "0", "--active", "1",
             "--no-with-stack", "-o", str(out)]  # fmt: skip
     r = CliRunner().invoke(app, args)
-    assert r.exit_code == 0, r.output
-    first = sorted(p.name for p in out.glob("*.pt.trace.json"))
-    assert len(first) == 1 and f"--logdir '{out.resolve()}'" in r.stdout
-    assert [p.name for p in tmp_path.iterdir()] == ["my profile"]  # the staging folder was renamed
-    r = CliRunner().invoke(app, args)
     assert r.exit_code == 2 and "already holds a profile" in r.output and "--overwrite" in r.output
-    (out / "stale.pt.trace.json").write_text("{}")  # an old run's trace: must not survive a replacement
     r = CliRunner().invoke(app, [*args, "--overwrite"])
     assert r.exit_code == 0, r.output
-    second = sorted(p.name for p in out.glob("*.pt.trace.json"))
-    assert len(second) == 1 and second != first and "stale.pt.trace.json" not in second
+    traces = [p.name for p in out.glob("*.pt.trace.json")]
+    assert len(traces) == 1 and "old.1.pt.trace.json" not in traces  # replaced whole, nothing mixed in
+    assert json.loads((out / "summary.json").read_text())["active_steps"] == 1
+    assert f"--logdir '{out.resolve()}'" in r.stdout
+    assert [p.name for p in tmp_path.iterdir()] == ["my profile"]  # no staging or old folder beside it
     (tmp_path / "other").mkdir()
     (tmp_path / "other" / "notes.txt").write_text("mine")
     r = CliRunner().invoke(app, [*args[:-1], str(tmp_path / "other"), "--overwrite"])
