@@ -263,8 +263,9 @@ def _workers(n: int, kind: str) -> Callable[[Ctx, Any], bool]:
 
 LONG = f"{GATE} _linear --aa --pairs 1 --slices 400 --slice-time 0.05"
 REFS = f"{GATE} _linear --base HEAD~2 --new HEAD~1 --pairs 1 --slices 6"
-HANG = f"{RUN} _rank_hang -p where=step --parallel ddp --nproc 2 --timeout 300"
+HANG = f"{RUN} _rank_hang -p where=step --parallel ddp --nproc 2 --timeout 300 --out {{csv}}"
 DDP = f"{RUN} _linear --parallel ddp --nproc 2"
+KDDP = f"{DDP} --out {{csv}}"  # a killed run writes into the audit's folder, never into results/
 SPAWN_PROF = "profile _spawn --device cpu -p hold=600 -p session=true -o {out}"
 INT, TERM, KILL, HUP = signal.SIGINT, signal.SIGTERM, signal.SIGKILL, signal.SIGHUP
 # fmt: off
@@ -280,8 +281,8 @@ KILLS = [
      None, True),
     ("baseline", "SIGTERM to baseline ratios mid-measurement", "baseline ratios --check attention --slices 200",
      _workers(5, "gate"), [TERM], None, "root", None, False),
-    ("parallel", "SIGKILL while ranks start", DDP, _with_env(b"\0RANK="), [KILL], -9, "root", None, False),
-    ("parallel", "SIGTERM x2 while ranks start: exit 143", DDP, _with_env(b"\0RANK="), [TERM] * 2, 143, "root",
+    ("parallel", "SIGKILL while ranks start", KDDP, _with_env(b"\0RANK="), [KILL], -9, "root", None, False),
+    ("parallel", "SIGTERM x2 while ranks start: exit 143", KDDP, _with_env(b"\0RANK="), [TERM] * 2, 143, "root",
      None, False),
     ("parallel", "SIGINT mid-measurement: exit 130", HANG, _ranks_timing, [INT], 130, "root", None, False),
     ("profile", "SIGINT mid-profile: exit 130, no partial profile", SPAWN_PROF, _workers(4, "profile"), [INT],
@@ -309,7 +310,8 @@ def _kill(
         profile = out == "prof"
         if path is not None and not profile:
             path.write_text("the previous result\n")
-        args = shlex.split(line.replace("{out}", shlex.quote(str(path))))
+        csv_out = shlex.quote(str(c.path("killed.csv")))
+        args = shlex.split(line.replace("{out}", shlex.quote(str(path))).replace("{csv}", csv_out))
         env = {"PATH": f"{c.slow_git}:{c.env['PATH']}"} if slow_git else None
         p = c.dlbench(*args, cwd=c.repo if where == "repo" else ROOT, env=env)
         if not c.wait(lambda: point(c, p), p):
@@ -405,7 +407,7 @@ def _hang(c: Ctx) -> tuple[bool, str]:
 def _sockets(c: Ctx) -> tuple[bool, str]:
     import psutil
 
-    p = c.dlbench(*shlex.split(HANG))
+    p = c.dlbench(*shlex.split(HANG.replace("{csv}", shlex.quote(str(c.path("s.csv"))))))
     if not c.wait(lambda: _ranks_timing(c, p), p):
         p.kill()
         return False, "the job never reached timing"
