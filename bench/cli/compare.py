@@ -24,6 +24,7 @@ from typing import Annotated, Any
 import typer
 
 from bench.cli import app, usage_error
+from bench.signals import exit_code
 
 FORMATS = ("table", "markdown", "json")
 _VERDICT_STYLE = {
@@ -226,9 +227,9 @@ def compare_cmd(
         except OutputWriteError as exc:
             typer.secho(f"Error: --out: {exc}", err=True, fg=typer.colors.RED)
             raise typer.Exit(1) from None
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as exc:
             typer.secho(f"interrupted: {out} was not changed", err=True)
-            raise typer.Exit(130) from None
+            raise typer.Exit(exit_code(exc)) from None
         _print_table(result, console, limit)
         console.print(f"wrote {out}", soft_wrap=True, highlight=False, markup=False)
     elif fmt == "json":
