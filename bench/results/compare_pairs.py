@@ -9,14 +9,9 @@ The method of the ratio follows from what each side holds (``estimate_pair``):
   covers only the noise *within* each process (``"within-process"``);
 - no raw samples: the ratio of medians with an unbounded CI;
 - an exact metric (bytes): ``exact_ratio``;
-- a ``"row"`` metric (energy per item): the per-process figures are the ``--repeat`` records' own
-  (R a row) or the row's cell (one); two or more a side: ``ratio_from_repeats``; one a side: the
-  ratio without a CI (``ci_covers`` ``"one-reading"``): a counter read at a window's two ends has no
-  within-process spread to bootstrap, so no interval is honest. Rows whose cell is empty are left
-  out with their sidecar's reason (``Pair.left_out``), never counted as 0; two sides whose figures
-  come from different sources (``Metric.source_columns``: ``rapl-package`` against ``nvml``, another
-  scope, other devices) get no ratio, and the reason names both (devices may differ where the pair
-  compares jobs of different shapes: ``parallel`` or ``world_size``, each row summing its own).
+- a ``"row"`` metric (energy per item: one figure per process, no samples): ``compare_rows``
+  (per-repeat figures, the ratio without a CI on one reading a side, rows without a figure left
+  out with their reason, sides of different sources given no ratio).
 
 A pair built on a row flagged ``noisy`` keeps its ratio and CI but its verdict is never ``faster``,
 ``slower`` or ``same``: it is ``inconclusive``, with ``noisy`` set and ``verdict_clean`` saying what
@@ -35,24 +30,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bench.results.compare_inputs import Process, Result
+from bench.results.compare_rows import estimate_rows, row_notes
 from bench.results.compare_spec import ENV_FIELDS, FLOPS_COLUMN, MEMORY_COLUMN, METRICS_BY_NAME, Metric
 from bench.results.schema import FAILED_STATUSES
 from bench.stats.compare import RatioEstimate, exact_ratio, ratio_from_repeats, ratio_from_samples, verdict
 from bench.stats.estimate import unbounded
 
 CONFIDENCE = 0.95
-#: configuration fields that change a job's shape: a pair across them compares jobs over different
-#: devices (each row sums its own), so the source columns that name devices may differ there
-RESHAPING_FIELDS = ("parallel", "world_size")
-DEVICE_SOURCE_COLUMNS = frozenset({"energy_devices"})
-#: what a figure's source covers beyond the measured process (``compare_notes`` says it once)
-SCOPE_CAVEATS = {
-    "energy_scope=cpu-package": (
-        "energy_scope cpu-package (RAPL): the counter covers the whole CPU package, so other processes "
-        "and idle cores count too; trust energy ratios only from rows measured on a quiet machine "
-        "(noise_other_cpu_pct)"
-    ),
-}
 
 
 @dataclass
@@ -193,68 +177,6 @@ class Pair:
         return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in d.items()}
 
 
-def _row_figures(group: Group, metric: Metric) -> tuple[list[float], list[Result], list[str]]:
-    """A ``"row"`` metric's per-process figures, the rows they come from, and the rows left out.
-
-    A ``--repeat R`` row whose sidecar has every repeat's figure gives R; any other row with a
-    figure gives its cell (one process: the row's own, or the median of R when the sidecar lacks
-    them). A row with an empty cell is left out, with the reason its sidecar gives.
-    """
-    vals: list[float] = []
-    used: list[Result] = []
-    left_out: list[str] = []
-    for r in group.ok:
-        v = r.figures.get(metric.column)
-        if v is None or v <= 0:
-            why = r.why_empty.get(metric.column) or f"no {metric.column}"
-            left_out.append(f"{r.source}: {why}")
-            continue
-        per = [p.figures.get(metric.column) for p in r.processes]
-        if len(per) >= 2 and all(x is not None and x > 0 for x in per):
-            vals += [float(x) for x in per if x is not None]
-        else:
-            vals.append(v)
-        used.append(r)
-    return vals, used, left_out
-
-
-def _source_keys(used: Sequence[Result], metric: Metric) -> list[tuple[str, ...]]:
-    """The distinct sources (values of ``metric.source_columns``) of the rows a figure came from."""
-    return list(dict.fromkeys(tuple(r.sources.get(c, "") for c in metric.source_columns) for r in used))
-
-
-def _sources_text(sources: Sequence[tuple[str, ...]], metric: Metric) -> str:
-    """``energy_source=rapl-package, energy_scope=cpu-package, energy_devices=cpu-package0``."""
-    return " / ".join(
-        ", ".join(f"{c}={v or '?'}" for c, v in zip(metric.source_columns, src, strict=True))
-        for src in sources
-    )
-
-
-def _incomparable(base: Group, new: Group, b_used: list[Result], n_used: list[Result], metric: Metric) -> str:
-    """Why the figures of the two sides cannot be compared (different sources), or ""."""
-    cols = metric.source_columns
-    if not cols:
-        return ""
-    reshaped = any(base.config.get(f) != new.config.get(f) for f in RESHAPING_FIELDS)
-    check = [c for c in cols if not (reshaped and c in DEVICE_SOURCE_COLUMNS)]
-    b_src, n_src = _source_keys(b_used, metric), _source_keys(n_used, metric)
-    for name, src in (("base", b_src), ("new", n_src)):
-        if len({tuple(s[cols.index(c)] for c in check) for s in src}) > 1:
-            return (
-                f"{metric.name} not comparable: the {name} rows come from different sources "
-                f"({_sources_text(src, metric)}); compare rows measured the same way"
-            )
-    b_key = {tuple(s[cols.index(c)] for c in check) for s in b_src}
-    n_key = {tuple(s[cols.index(c)] for c in check) for s in n_src}
-    if b_key != n_key:
-        return (
-            f"{metric.name} not comparable: base {_sources_text(b_src, metric)} vs new "
-            f"{_sources_text(n_src, metric)} (a ratio across counters or devices measures them, not a change)"
-        )
-    return ""
-
-
 def _figures(group: Group, metric: Metric) -> tuple[list[float], list[list[float] | None], str]:
     """Per-process figures of ``metric``, their samples, and the unit (see ``compare_spec``)."""
     vals: list[float] = []
@@ -290,44 +212,16 @@ class PairEstimate:
     sources: dict[str, list[str]] = field(default_factory=dict)
 
 
-ONE_READING_NOTE = (
-    "one reading a side: a counter read at the window's two ends has no within-process spread, so "
-    "the ratio has no CI (dlbench run --repeat 3 gives per-repeat figures and a between-process CI)"
-)
-
-
-def _estimate_rows(base: Group, new: Group, metric: Metric) -> PairEstimate:
-    """NEW / BASE of a ``"row"`` metric (see the module docstring)."""
-    bv, b_used, b_out = _row_figures(base, metric)
-    nv, n_used, n_out = _row_figures(new, metric)
-    left_out = [f"base {x}" for x in b_out] + [f"new {x}" for x in n_out]
-    sources = {
-        side: [_sources_text([k], metric) for k in _source_keys(used, metric)]
-        for side, used in (("base", b_used), ("new", n_used))
-        if metric.source_columns and used
-    }
-    if not bv or not nv:
-        sides = [name for name, v in (("base", bv), ("new", nv)) if not v]
-        why = "; ".join(dict.fromkeys(x.split(": ", 1)[-1] for x in left_out)) or "no row"
-        note = f"no {metric.column} on the {' and '.join(sides)} side{'s' * (len(sides) > 1)}: {why}"
-        return PairEstimate(None, "", None, None, metric.unit, note, left_out, sources)
-    bad = _incomparable(base, new, b_used, n_used, metric)
-    if bad:
-        return PairEstimate(None, "", None, None, metric.unit, bad, left_out, sources)
-    if len(bv) >= 2 or len(nv) >= 2:
-        est = ratio_from_repeats(bv, nv, confidence=CONFIDENCE)
-        covers = {r.ci_covers for r in (*b_used, *n_used)}
-        label = "between-run" if "between-run" in covers else "between-process"
-        return PairEstimate(est, label, _geomean(bv), _geomean(nv), metric.unit, est.note, left_out, sources)
-    est = unbounded(nv[0] / bv[0], "repeats", 1, 1, CONFIDENCE, ONE_READING_NOTE)
-    return PairEstimate(est, "one-reading", bv[0], nv[0], metric.unit, ONE_READING_NOTE, left_out, sources)
-
-
 def estimate_pair(base: Group, new: Group, metric_name: str) -> PairEstimate:
     """NEW / BASE of the metric for one configuration: the method follows from what each side has."""
     metric = METRICS_BY_NAME[metric_name]
     if metric.kind == "row":
-        return _estimate_rows(base, new, metric)
+        r = estimate_rows(
+            base.ok, new.ok, metric, base_config=base.config, new_config=new.config, confidence=CONFIDENCE
+        )
+        return PairEstimate(
+            r.estimate, r.ci_covers, r.base_value, r.new_value, metric.unit, r.note, r.left_out, r.sources
+        )
     if metric.kind == "exact":
         b = base.first(lambda r: r.memory.get(metric.column, r.figures.get(metric.column)))
         n = new.first(lambda r: r.memory.get(metric.column, r.figures.get(metric.column)))
@@ -360,29 +254,15 @@ def estimate_pair(base: Group, new: Group, metric_name: str) -> PairEstimate:
 
 
 def compare_notes(pairs: Sequence[Pair]) -> list[str]:
-    """Notes on a whole comparison from its pairs: rows left out for want of a figure, and what a
-    source covers beyond the measured process (RAPL's whole package), each said once."""
-    notes: list[str] = []
-    # "base path:line: why" -> "path:line: why", once (--by pairs share their base rows)
-    left = list(dict.fromkeys(x.split(" ", 1)[-1] for p in pairs for x in p.left_out))
-    if left:
-        metric = pairs[0].metric
-        column = METRICS_BY_NAME[metric].column if metric in METRICS_BY_NAME else metric
-        reasons = list(dict.fromkeys(x.split(": ", 1)[-1] for x in left))
-        shown = "; ".join(reasons[:3]) + (f"; ... ({len(reasons)} reasons)" if len(reasons) > 3 else "")
-        notes.append(
-            f"{len(left)} ok row(s) without {column} left out of the {metric} ratios (an empty cell is "
-            f"never compared as 0): {shown}"
-        )
-    sources = list(dict.fromkeys(s for p in pairs for side in p.sources.values() for s in side))
-    if sources:
-        notes.append(
-            f"{pairs[0].metric} figures from: {'; '.join(sources[:4])}" + (" ..." if len(sources) > 4 else "")
-        )
-    for marker, caveat in SCOPE_CAVEATS.items():
-        if any(marker in s for s in sources):
-            notes.append(caveat)
-    return notes
+    """Notes on a whole comparison from its pairs (a ``"row"`` metric's: ``compare_rows.row_notes``)."""
+    if not pairs or pairs[0].metric not in METRICS_BY_NAME:
+        return []
+    metric = METRICS_BY_NAME[pairs[0].metric]
+    if metric.kind != "row":
+        return []
+    left_out = [x for p in pairs for x in p.left_out]
+    sources = [s for p in pairs for side in p.sources.values() for s in side]
+    return row_notes(metric, left_out, sources)
 
 
 def env_diff(base: Group, new: Group) -> list[dict[str, Any]]:
