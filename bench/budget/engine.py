@@ -36,6 +36,7 @@ from bench.report.budget import BudgetReport, summarize
 from bench.report.format import fmt_bytes
 from bench.run.execute import Outcome, run_in_child, run_in_process, runner_for
 from bench.run.grid import RunConfig, config_skip_reason, varying_params
+from bench.signals import shielded
 
 
 class BudgetProgress(Protocol):
@@ -264,5 +265,6 @@ def _write(
     else:
         record = {"scenario": row.get("scenario"), "status": outcome.status, "samples_ms": []}
     record["budget"] = budget
-    writer.append(row, record)
+    with shielded():  # a signal waits until the row and its sidecar record are both written
+        writer.append(row, record)
     return row

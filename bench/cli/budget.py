@@ -39,7 +39,8 @@ parameter. Loading a factory runs its code: name only files you trust.
 
 Exit codes: 0 every combination searched and measured (or skipped, e.g. nothing fits: the output
 says what its smallest batch needs), 1 a probe or measurement failed outright, 2 bad input (nothing
-run), 130 interrupted (finished combinations are in the CSV)."""
+run), 130 / 143 interrupted by SIGINT / SIGTERM (finished combinations are in the CSV; no probe is
+left running)."""
 
 
 @app.command("budget", help=_HELP)
@@ -207,11 +208,16 @@ def budget_cmd(
         f"{_bytes(plan.budget_bytes)} on {escape(plan.device)}; fit rule {escape(plan.rule)}",
         soft_wrap=True,
     )
+    from bench.signals import exit_code, interrupts
+
     try:
-        run = execute_budget(plan, env=env(plan.device), progress=_Progress(err, plan.budget_bytes))
-    except KeyboardInterrupt:
+        with interrupts(
+            ignore_after=True
+        ):  # SIGTERM like Ctrl-C; a second signal cannot cut the cleanup short
+            run = execute_budget(plan, env=env(plan.device), progress=_Progress(err, plan.budget_bytes))
+    except KeyboardInterrupt as exc:
         typer.secho("interrupted: finished combinations are in the CSV", err=True)
-        raise typer.Exit(130) from None
+        raise typer.Exit(exit_code(exc)) from None
     except ResultsWriteError as exc:
         typer.secho(f"Error: {exc.strerror}; every row written before is kept", err=True, fg=typer.colors.RED)
         raise typer.Exit(1) from None

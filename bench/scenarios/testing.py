@@ -12,6 +12,8 @@
 - ``_budget``: tracked train-step bytes that are a closed form of the batch (``budget_peak_bytes``),
   for ``dlbench budget``'s exact-search test; ``oom_above`` / ``crash_above`` make every batch above
   them raise ``torch.OutOfMemoryError`` / ``os.abort()`` (a probe that fails, not one over budget).
+- ``_spawn``: starts a sleeping process while building (in a session of its own with
+  ``session=true``), then holds the build ``hold`` seconds: nothing may outlive the command.
 """
 
 from __future__ import annotations
@@ -137,6 +139,45 @@ def build_oom(cfg: OomConfig, ctx: BuildContext) -> Workload:
     w = build_linear_workload(LinearConfig(batch_size=cfg.batch_size), ctx)
     w.custom_step = _raise_oom
     return w
+
+
+@dataclass(frozen=True)
+class SpawnConfig:
+    """Start a process that sleeps, then hold the build for ``hold`` seconds (then run ``_linear``)."""
+
+    batch_size: int = size(1)
+    hold: float = nonneg(60.0)
+    session: bool = False  # the spawned process leaves the builder's process group (setsid)
+
+
+@register_scenario(
+    "_spawn",
+    config=SpawnConfig,
+    presets=_TINY,
+    test_only=True,
+    description="test: starts a process of its own while building",
+)
+def build_spawn(cfg: SpawnConfig, ctx: BuildContext) -> Workload:
+    """Code under test that starts a process: it must not outlive the command that measures it.
+
+    Inside a dlbench child process only (elsewhere it raises): starts ``python -c 'sleep 600'``
+    (in a session of its own with ``session=true``, out of reach of a process-group kill), appends
+    its pid to the file named by ``DLBENCH_TEST_SPAWN_FILE`` if set, then sleeps ``hold`` seconds.
+    """
+    if not in_child_process():
+        raise RuntimeError("_spawn: starts processes only inside a dlbench child process; refusing here")
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen(
+        [sys.executable, "-c", "import time; time.sleep(600)"], start_new_session=cfg.session
+    )
+    where = os.environ.get("DLBENCH_TEST_SPAWN_FILE")
+    if where:
+        with open(where, "a", encoding="utf-8") as f:
+            f.write(f"{proc.pid}\n")
+    time.sleep(cfg.hold)
+    return build_linear_workload(LinearConfig(batch_size=cfg.batch_size), ctx)
 
 
 @dataclass(frozen=True)
