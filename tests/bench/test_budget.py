@@ -244,3 +244,59 @@ def test_cuda_rule_caps_the_allocator_and_checkpointing_fits_more(tmp_path: Path
                 assert p.status == "oom" or (p.reserved_peak_bytes or 0) > budget
         assert any(p.batch == res.max_batch + 1 and not p.fits for p in res.probes)
     assert found["full"].max_batch > found["none"].max_batch
+
+
+def test_sigterm_mid_probe_stops_cleanly(tmp_path: Path) -> None:
+    # a real SIGTERM (twice: the second during the cleanup) while a probe child runs: exit 143, no
+    # process or owned folder left, the CSV holds only whole rows (here none: nothing had finished)
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    import uuid
+
+    import psutil
+
+    from bench import owned
+
+    tag, scratch, csv = uuid.uuid4().hex, tmp_path / "scratch", tmp_path / "k.csv"
+    scratch.mkdir()
+    env = {k: v for k, v in os.environ.items() if k != owned.MARKER_ENV}
+    env.update({"DLBENCH_TEST_BUDGET_TAG": tag, owned.ROOT_ENV: str(scratch)})
+
+    def tagged(what: str = "") -> list[psutil.Process]:
+        out = []
+        for p in psutil.process_iter():
+            try:
+                if p.pid != os.getpid() and p.environ().get("DLBENCH_TEST_BUDGET_TAG") == tag:
+                    if p.status() != psutil.STATUS_ZOMBIE and what in " ".join(p.cmdline()):
+                        out.append(p)
+            except psutil.Error:
+                continue
+        return out
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bench.cli", "budget", "_budget", "--memory", "1MiB", "--device", "cpu",
+         "--csv", str(csv)],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 120
+        while not tagged("bench.run.child") and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.05)
+        assert tagged("bench.run.child"), "no probe child started"
+        proc.send_signal(signal.SIGTERM)
+        time.sleep(0.1)
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 128 + signal.SIGTERM
+        deadline = time.monotonic() + 20
+        while tagged() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not tagged(), [p.cmdline()[:4] for p in tagged()]
+        assert sorted(os.listdir(scratch)) == []  # no owned folder left
+        assert len(load_results(csv)) == 0  # the header, and no torn row
+    finally:
+        for p in tagged():
+            p.kill()
