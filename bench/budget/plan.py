@@ -107,12 +107,16 @@ def machine_memory_bytes() -> int | None:
 
 
 def device_memory_bytes(device: str) -> int | None:
-    """The memory a budget on ``device`` is checked against: the CUDA device's, or the machine's."""
+    """The memory a budget on ``device`` is checked against: the CUDA device's, or the machine's.
+
+    Read from the device's properties, which opens no CUDA context here: a context in this process
+    would hold memory on the GPU the probes measure.
+    """
     if device.startswith("cuda"):
         import torch
 
         dev = torch.device(device)
-        return int(torch.cuda.mem_get_info(dev.index if dev.index is not None else 0)[1])
+        return int(torch.cuda.get_device_properties(dev.index if dev.index is not None else 0).total_memory)
     return machine_memory_bytes()
 
 
