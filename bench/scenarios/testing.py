@@ -11,6 +11,10 @@
 - ``_oom``: raises ``torch.OutOfMemoryError`` when built (``where="build"``) or run (``"step"``).
 - ``_spawn``: starts a sleeping process while building (in a session of its own with
   ``session=true``), then holds the build ``hold`` seconds: nothing may outlive the command.
+- ``_busy``: each step is ``work`` iterations of pure-Python arithmetic (no torch op, one thread),
+  so its time is proportional to the work and steady between processes: a code change that adds
+  work is a slowdown of a known size (the bisection's synthetic history plants one in
+  ``busy_step``).
 """
 
 from __future__ import annotations
@@ -175,3 +179,39 @@ def build_spawn(cfg: SpawnConfig, ctx: BuildContext) -> Workload:
             f.write(f"{proc.pid}\n")
     time.sleep(cfg.hold)
     return build_linear_workload(LinearConfig(batch_size=cfg.batch_size), ctx)
+
+
+@dataclass(frozen=True)
+class BusyConfig:
+    """``work`` iterations of integer arithmetic per step (about 1 ms per 10 000 on a laptop core)."""
+
+    batch_size: int = size(1)
+    work: int = size(20_000)
+
+
+def _spin(n: int) -> int:
+    """``n`` iterations of integer arithmetic: work whose cost is proportional to ``n``."""
+    acc = 0
+    for i in range(n):
+        acc = (acc + i * i) % 1_000_003
+    return acc
+
+
+def busy_step(work: int) -> int:
+    """One step of ``_busy``: the work itself (``bench.micro.bisect_demo`` plants a slowdown here)."""
+    return _spin(work)
+
+
+@register_scenario(
+    "_busy", config=BusyConfig, presets=_TINY, test_only=True, description="test: fixed pure-Python work"
+)
+def build_busy(cfg: BusyConfig, ctx: BuildContext) -> Workload:
+    """A step of ``work`` iterations of pure-Python arithmetic (a ``_linear`` model is built, unused)."""
+    w = build_linear_workload(LinearConfig(batch_size=cfg.batch_size), ctx)
+    work = cfg.work
+
+    def step() -> None:
+        busy_step(work)
+
+    w.custom_step = step
+    return w
