@@ -160,8 +160,9 @@ def footer(d: Mapping[str, Any]) -> str:
 
 def render_markdown(d: Mapping[str, Any]) -> str:
     """The ``--format markdown`` text (a PR comment, a CI job summary)."""
-    lines = [f"### {md_text(title(d))}", ""]
-    lines += [f"**{md_text(s)}**" if i == 0 else md_text(s) for i, s in enumerate(headline(d))]
+    lines = [f"### {md_text(title(d))}"]
+    for i, text in enumerate(headline(d)):  # one paragraph each
+        lines += ["", f"**{md_text(text)}**" if i == 0 else md_text(text)]
     lines += ["", "| " + " | ".join(LOG_COLUMNS) + " |", "|" + "---|" * len(LOG_COLUMNS)]
     for p in d["probes"]:
         cells = probe_cells(p)

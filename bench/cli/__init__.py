@@ -47,8 +47,8 @@ def usage_error(message: str) -> typer.Exit:
 
 # the command modules register themselves on ``app``
 from bench.cli import baseline as _baseline  # noqa: E402, F401
-from bench.cli import compare as _compare  # noqa: E402, F401
 from bench.cli import bisect as _bisect  # noqa: E402, F401
+from bench.cli import compare as _compare  # noqa: E402, F401
 from bench.cli import gate as _gate  # noqa: E402, F401
 from bench.cli import profile as _profile  # noqa: E402, F401
 from bench.cli import report as _report  # noqa: E402, F401

@@ -76,7 +76,7 @@ class _Reporter:
                 what = f"GOOD against {e.commit.short}"
             else:
                 what = f"the culprit's own step, {e.base.short} against {e.commit.short}"
-            more = f"; at most {e.left} more" if e.left else ""
+            more = f"; about {e.left} more" if e.left else ""
             self.say(f"bisect: gate {e.n}: {what}, {e.slices} slices{more}")
         elif isinstance(e, MoreSlices):
             found = ratio_ci(e.looked.to_dict())
@@ -200,13 +200,13 @@ def bisect_cmd(
 
     from rich.console import Console
 
-    report = _Reporter(Console(stderr=True))
     from bench.bisect.search import search_left
 
+    report = _Reporter(Console(stderr=True))
     most = search_left(-1, len(plan.commits) - 1, set()) + 2  # confirm, the search, the culprit's step
     report.say(
         f"bisect: {len(plan.commits)} commits from GOOD {plan.good.short} to BAD {plan.bad.short}; "
-        f"at most {most} gates if none is skipped or measured again"
+        f"at most {most} gates unless some commit is skipped"
     )
     try:
         with _sigterm_as_interrupt(), report.bar:

@@ -419,6 +419,7 @@ def test_outside_a_repository_is_refused(tmp_path: Path) -> None:
 
 CLI_BAD = [
     (["--good", "nope"], "--good: unknown git ref 'nope'"),
+    (["--good", "v1", "--bad", "nope"], "--bad: unknown git ref 'nope'"),
     (["--good", "main", "--bad", "main"], "are the same commit"),
     (["--good", "main", "--bad", "v1"], "is not an ancestor of BAD v1"),
     (["--good", "v1", "--threshold", "-5%"], "--threshold: expected a percentage"),
