@@ -122,8 +122,9 @@ class GateProbe:
                 owner=self.owner,
                 extend=more,
             )
-        except ConfigMismatch as exc:
-            raise Unmeasurable(f"cannot compare: {self._short(exc)}") from None
+        except ConfigMismatch as exc:  # its advice on --base-param/--new-param is the gate's, not ours
+            why = self._short(exc).replace(", or compare them on purpose with --base-param/--new-param", "")
+            raise Unmeasurable(f"cannot compare: {why}") from None
         except UsageError as exc:  # the tree rejected the configuration (unknown parameter, bad value)
             raise Unmeasurable(f"the tree rejects the configuration: {self._short(exc)}") from None
         except WorkerError as exc:  # an import or build error, a worker that died or timed out

@@ -482,8 +482,12 @@ def test_the_gate_exports_commits_keeps_good_and_maps_failures_to_skips(
     monkeypatch.setattr(probe, "measure_trees", fake_measure)
     for exc, want in [
         (
-            ConfigMismatch("BASE and NEW built different configurations: work: BASE 1, NEW 2"),
-            "cannot compare: ",
+            ConfigMismatch(
+                "BASE and NEW built different configurations: kib: BASE 1, NEW 2. Pin them for both sides "
+                "with -p KEY=VALUE, or compare them on purpose with --base-param/--new-param"
+            ),
+            "cannot compare: BASE and NEW built different configurations: kib: BASE 1, NEW 2. Pin them "
+            "for both sides with -p KEY=VALUE",
         ),
         (UsageError("NEW[0]: unknown parameter 'x'"), "the tree rejects the configuration: NEW[0]: unknown"),
         (WorkerError(f"NEW[0] ({own.path}/tree-{plan.bad.sha[:12]}): ModuleNotFoundError: x"), "NEW[0] ("),
@@ -492,6 +496,7 @@ def test_the_gate_exports_commits_keeps_good_and_maps_failures_to_skips(
         with pytest.raises(Unmeasurable) as info:
             gp(plan.good, plan.bad, 6, lambda m: None)
         assert info.value.reason.startswith(want), info.value.reason
+        assert "--base-param" not in info.value.reason  # bisect has no such flag
         assert str(own.path) not in info.value.reason  # the export is named by its commit
         # GOOD's export stays for the next probe; the candidate's is gone
         assert sorted(os.listdir(own.path)) == [f"tree-{plan.good.sha[:12]}"]
