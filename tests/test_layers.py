@@ -49,6 +49,7 @@ TORCH_FREE = [
     "import bench.owned, bench._guardian, bench.signals, bench.outputs",
     "import bench.run.request, bench.run.sweep, bench.run.grid",
     "import bench.gate, bench.gate.perf, bench.gate.baseline, bench.gate.interleave",
+    "import bench.bisect, bench.bisect.search, bench.bisect.history, bench.bisect.plan, bench.bisect.render",
     "import bench.results.compare, bench.results.pytest_benchmark",
     # the public API loads no scenario, no user code and no torch until it is used
     "import bench.api; from bench.api import scenario",

@@ -38,13 +38,15 @@ differ (``check_built``); otherwise a NEW tree that lowered a default would be r
 
 ``run_gate`` = materialize both trees + ``measure_trees``; ``measure_trees(plan, paths)`` measures
 two trees already on disk and returns the ``GateResult`` (verdict, ratio, CI, slices), which is
-what a bisection calls once per probe.
+what a bisection calls once per probe; its ``extend`` hook measures further rounds with the same
+workers (a bisection's re-measurement of an inconclusive probe).
 
 Library only (no rich, no typer); the CLI (``bench.cli.gate``) renders the result.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 import statistics
@@ -571,6 +573,7 @@ def measure_trees(
     on_workers: Callable[[list[int]], None] | None = None,
     new_env: Mapping[str, str | None] | None = None,
     owner: Any = None,
+    extend: Callable[[GateResult], int | None] | None = None,
 ) -> GateResult:
     """Measure ``plan`` with BASE's code from ``paths["base"]`` and NEW's from ``paths["new"]``.
 
@@ -582,6 +585,11 @@ def measure_trees(
     ``WorkerError`` when a worker dies, times out or fails, ``UsageError`` when a tree rejects the
     configuration, ``ConfigMismatch`` when the sides built different configurations, after
     killing every worker (shielded from a second signal).
+
+    ``extend(result)`` is called with each result while the workers still run: a slice count larger
+    than the rounds measured so far measures further rounds with the same workers (no new start, no
+    new warm-up), and the result then covers every round (its plan's ``options.slices`` says how
+    many); None stops. A bisection re-measures an inconclusive probe with twice the slices this way.
     """
     from bench.stats.compare import ratio_from_slices, verdict
 
@@ -622,36 +630,58 @@ def measure_trees(
             built.setdefault(name, dict(msg.get("built") or {}))
         notes = check_built(plan, built)
 
-        total = (opts.slices + 1) * opts.pairs * 2
         done = 0
         records: list[SliceRecord] = []
-        for r in range(-1, opts.slices):  # round -1: the warm-up slice of every worker, discarded
-            for w in range(opts.pairs):
-                order = slice_order(r, w)
-                medians: dict[str, tuple[float, int]] = {}
-                for name in order:
-                    times = workers[name][w].slice(opts.slice_time_s)
-                    medians[name] = (_median(times), len(times))
-                    done += 1
-                    if progress is not None:
-                        progress("warmup" if r < 0 else "measure", done, total)
-                if r >= 0:
-                    records.append(
-                        SliceRecord(
-                            round=r,
-                            pair=w,
-                            order="-".join(order),
-                            base_median_ms=medians["base"][0],
-                            new_median_ms=medians["new"][0],
-                            base_n=medians["base"][1],
-                            new_n=medians["new"][1],
+
+        def measure_rounds(first: int, stop: int) -> None:
+            """Rounds ``first`` .. ``stop - 1`` of every pair (round -1: the warm-up, discarded)."""
+            nonlocal done
+            total = (stop + 1) * opts.pairs * 2
+            for r in range(first, stop):
+                for w in range(opts.pairs):
+                    order = slice_order(r, w)
+                    medians: dict[str, tuple[float, int]] = {}
+                    for name in order:
+                        times = workers[name][w].slice(opts.slice_time_s)
+                        medians[name] = (_median(times), len(times))
+                        done += 1
+                        if progress is not None:
+                            progress("warmup" if r < 0 else "measure", done, total)
+                    if r >= 0:
+                        records.append(
+                            SliceRecord(
+                                round=r,
+                                pair=w,
+                                order="-".join(order),
+                                base_median_ms=medians["base"][0],
+                                new_median_ms=medians["new"][0],
+                                base_n=medians["base"][1],
+                                new_n=medians["new"][1],
+                            )
                         )
-                    )
-    est = ratio_from_slices([s.ratio for s in records], confidence=opts.confidence)
-    word = verdict(est, threshold=opts.threshold)
-    return GateResult(
-        plan, est, word, records, info, elapsed_s=time.monotonic() - t_start, built=built, notes=notes
-    )
+
+        def result(rounds: int) -> GateResult:
+            est = ratio_from_slices([s.ratio for s in records], confidence=opts.confidence)
+            word = verdict(est, threshold=opts.threshold)
+            measured = plan
+            if rounds != opts.slices:
+                measured = dataclasses.replace(plan, options=dataclasses.replace(opts, slices=rounds))
+            elapsed = time.monotonic() - t_start
+            return GateResult(
+                measured, est, word, list(records), info, elapsed_s=elapsed, built=built, notes=notes
+            )
+
+        rounds = opts.slices
+        measure_rounds(-1, rounds)
+        res = result(rounds)
+        while extend is not None:
+            more = extend(res)
+            if more is None or more <= rounds:
+                break
+            measure_rounds(rounds, more)
+            rounds = more
+            res = result(rounds)
+    return res
 
 
 # ------------------------------------------------------------------------------------------------

@@ -14,10 +14,14 @@
   them raise ``torch.OutOfMemoryError`` / ``os.abort()`` (a probe that fails, not one over budget).
 - ``_spawn``: starts a sleeping process while building (in a session of its own with
   ``session=true``), then holds the build ``hold`` seconds: nothing may outlive the command.
+- ``_busy``: each step hashes ``kib`` KiB with SHA-256 (no torch op, one thread), so its time is
+  proportional to the work and steady between processes: a code change that adds work is a
+  slowdown of a known size (the bisection's synthetic history plants one in ``busy_step``).
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import time
 from dataclasses import dataclass
@@ -178,6 +182,39 @@ def build_spawn(cfg: SpawnConfig, ctx: BuildContext) -> Workload:
             f.write(f"{proc.pid}\n")
     time.sleep(cfg.hold)
     return build_linear_workload(LinearConfig(batch_size=cfg.batch_size), ctx)
+
+
+@dataclass(frozen=True)
+class BusyConfig:
+    """SHA-256 of ``kib`` KiB per step (about 0.6 ms per MiB on a laptop core)."""
+
+    batch_size: int = size(1)
+    kib: int = size(2048)
+
+
+def busy_step(data: memoryview) -> bytes:
+    """One step of ``_busy``: the work itself (``bench.micro.bisect_demo`` plants a slowdown here)."""
+    return hashlib.sha256(data).digest()
+
+
+@register_scenario(
+    "_busy", config=BusyConfig, presets=_TINY, test_only=True, description="test: fixed work, one thread"
+)
+def build_busy(cfg: BusyConfig, ctx: BuildContext) -> Workload:
+    """SHA-256 of ``kib`` KiB per step (a ``_linear`` model is built, unused).
+
+    Hashing runs in C on one thread, so its time is proportional to the bytes and steady between
+    processes: the per-process medians of six processes agreed within 2 % here, where a pure-Python
+    loop's differed by up to 28 % (memory layout), which one worker pair would read as a change.
+    """
+    w = build_linear_workload(LinearConfig(batch_size=cfg.batch_size), ctx)
+    data = memoryview(bytes(range(256)) * (4 * cfg.kib))  # 1 KiB per 4 repeats of 256 bytes
+
+    def step() -> None:
+        busy_step(data)
+
+    w.custom_step = step
+    return w
 
 
 @dataclass(frozen=True)

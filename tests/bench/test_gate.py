@@ -120,6 +120,26 @@ def test_driver_interleaves_discards_warmup_and_closes_everyone(fake_workers: ty
     assert all(PLANT_ENV_VAR not in env for n, env in fake_workers.envs.items() if n.startswith("NEW"))
 
 
+def test_extend_measures_on_with_the_same_workers(fake_workers: type[FakeClient]) -> None:
+    """``measure_trees(extend=...)``: more rounds after a result, no second start or warm-up."""
+    plan = _plan(aa=True, slices=3, pairs=2)
+    seen: list[tuple[int, int]] = []
+
+    def extend(res: GateResult) -> int | None:
+        seen.append((res.plan.options.slices, len(res.slices)))
+        return {3: 6, 6: 12}.get(res.plan.options.slices)
+
+    res = interleave.measure_trees(plan, {"base": ROOT, "new": ROOT}, extend=extend)
+    assert seen == [(3, 6), (6, 12), (12, 24)]
+    assert res.plan.options.slices == 12 and len(res.slices) == 12 * 2 and plan.options.slices == 3
+    assert [(s.round, s.pair) for s in res.slices] == [(r, w) for r in range(12) for w in range(2)]
+    assert all(s.order == "-".join(slice_order(s.round, s.pair)) for s in res.slices)
+    # four workers started once; each timed one warm-up slice and 12 measured ones, then closed
+    assert len(fake_workers.envs) == 4 and len(fake_workers.log) == 4 * 13
+    assert sorted(fake_workers.closed) == sorted(fake_workers.envs)
+    assert res.to_dict()["config"]["slices"] == 12 and res.to_dict()["n_slices"] == 24
+
+
 def test_verdicts_and_exit_codes_from_slice_ratios(fake_workers: type[FakeClient]) -> None:
     fake_workers.times = {"base": 10.0, "new": 12.0}
     res = run_gate(_plan(aa=True, slices=6))
