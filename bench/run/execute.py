@@ -333,6 +333,7 @@ def repeat_record(k: int, outcome: Outcome) -> dict[str, Any]:
         "noise_steal_pct": m.noise_steal_pct,
         "elapsed_s": round(outcome.elapsed_s, 3),
         **repeat_energy(getattr(m, "energy", None)),
+        **({"compile_time_s": m.compile.compile_time_s} if getattr(m, "compile", None) is not None else {}),
     }
 
 
@@ -454,6 +455,10 @@ class RepeatedTiming:
         }
 
 
+# per-process "noisy:" notes a repeated row keeps: a busy machine, a compilation during the timed steps
+_KEPT_NOISY = ("noisy: machine busy", "noisy: torch.compile")
+
+
 def _repeat_notes(measurements: Sequence[Any]) -> list[str]:
     """The repeats' notes for the row's reason: a note every repeat has once, others per repeat.
 
@@ -462,7 +467,7 @@ def _repeat_notes(measurements: Sequence[Any]) -> list[str]:
     """
     n_rep = len(measurements)
     per = [
-        [n for n in m.notes if not n.startswith("noisy: ") or n.startswith("noisy: machine busy")]
+        [n for n in m.notes if not n.startswith("noisy: ") or n.startswith(_KEPT_NOISY)]
         for m in measurements
     ]
     out: list[str] = []
@@ -483,8 +488,10 @@ def aggregate_repeats(outcomes: Sequence[Outcome], *, covers: str, options: RunR
     (deterministic, the same in every process), as are a parallel job's own figures (the
     measurement keeps its type); achieved TFLOP/s and MFU from the row's median; the noise
     figures: the largest over the repeats (the worst window); energy: the median of the repeats'
-    figures (``bench.harness.energy.combine_repeats``). ``elapsed_s``: the sum.
+    figures (``bench.harness.energy.combine_repeats``); torch.compile's cold start: the median of the
+    repeats' (``bench.harness.compile_stats.combine_repeats``). ``elapsed_s``: the sum.
     """
+    from bench.harness.compile_stats import combine_repeats as combine_compile
     from bench.harness.energy import combine_repeats
 
     ms = [o.measurement for o in outcomes]
@@ -508,6 +515,7 @@ def aggregate_repeats(outcomes: Sequence[Outcome], *, covers: str, options: RunR
         noise_other_cpu_pct=max(others) if others else None,
         noise_steal_pct=max(steals) if steals else None,
         energy=combine_repeats([getattr(x, "energy", None) for x in ms]),
+        compile=combine_compile([getattr(x, "compile", None) for x in ms]),
     )
     job_tp = getattr(first, "job_throughput", None)
     if job_tp and first.timing.median_ms > 0 and median_s > 0:

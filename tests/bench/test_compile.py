@@ -1,0 +1,235 @@
+"""``--compile``: compiled steps equal eager ones, and the rows carry torch's own counters.
+
+- Equality, on inductor (the real ``default`` mode): ``encoder`` and the fixture model
+  ``tests/fixtures/tiny_gpt.py:build``, each built twice from one seed, once eager and once through
+  ``build_step(..., compile="default")``: output, loss and every gradient ``assert_close``; the compiled
+  encoder broke no graph.
+- Rows, on ``aot_eager`` (dynamo and AOTAutograd as with inductor, without inductor's code generation:
+  the counters are dynamo's, so the backend does not change them): ``encoder`` reports 0 graph
+  breaks, its block's graph shared by both layers; ``_compile_probe -p item=true`` (``.item()`` mid
+  forward) at least 1, with torch's reason in the sidecar; ``-p reshape_at=3`` (a shape change from
+  the first timed step on) a recompile, which flags the row ``noisy`` with the reason.
+- Failure is data: ``reduce-overhead`` on CPU and inductor without a C++ compiler are ``skipped``
+  rows with the reason (torch's own message for the compiler), a backend that fails an ``error`` row
+  with torch's message.
+
+Cost: inductor compiles two tiny models (the bulk of this file's time); the rows run in this process.
+``TORCHINDUCTOR_CACHE_DIR`` points at one folder for the session (``inductor_cache``): safe, because
+inductor's FX-graph and AOTAutograd caches are keyed by the graph, its inputs' metadata, torch's
+version and inductor's configuration, so a hit returns the code a miss would generate; and the
+counters asserted here are dynamo's, counted while it traces, before any cache is consulted.
+``torch._dynamo.reset()`` (``bench.run.measure.compile_cold_start`` calls it for every compiled
+configuration) gives each build fresh in-memory caches.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+import torch
+
+import bench.compiling
+from bench import api
+from bench.harness.compile_stats import CompileWatch
+from bench.registry import BuildContext, get_scenario
+from bench.workload import build_step
+
+ROOT = Path(__file__).resolve().parents[2]
+FIXTURE = "tests/fixtures/tiny_gpt.py:build"
+
+
+@pytest.fixture(scope="module")
+def inductor_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """One inductor cache folder for this module's compilations (see the module docstring for why)."""
+    folder = tmp_path_factory.mktemp("inductor")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("TORCHINDUCTOR_CACHE_DIR", str(folder))
+        yield folder
+
+
+def _eager_and_compiled(name: str, mode: str = "default") -> dict[str, Any]:
+    """One train forward + backward of ``name`` (tiny preset, fp32) eager and compiled, from one seed."""
+    spec = get_scenario(name)
+    cfg = spec.make_config("tiny")
+    ctx = BuildContext(device="cpu", mode="train", seed=0)
+    runs: dict[str, Any] = {}
+    torch._dynamo.reset()
+    for comp in ("none", mode):
+        w, _ = build_step(spec, cfg, ctx, precision="fp32", checkpointing="none", compile=comp)
+        watch = CompileWatch(comp)
+        out = w.model(*w.inputs, **w.kwargs)
+        loss = w.loss_fn(out)
+        loss.backward()
+        runs[comp] = {
+            "out": out.detach(),
+            "loss": loss.detach(),
+            "grads": {n: p.grad for n, p in w.model.named_parameters()},
+            "extra": dict(w.extra),
+            "stats": watch.result(),
+        }
+    return runs
+
+
+@pytest.fixture(scope="module")
+def encoder_runs(inductor_cache: Path) -> dict[str, Any]:
+    return _eager_and_compiled("encoder")
+
+
+@pytest.fixture(scope="module")
+def fixture_runs(inductor_cache: Path, monkeypatch_module: pytest.MonkeyPatch) -> dict[str, Any]:
+    monkeypatch_module.chdir(ROOT)
+    return _eager_and_compiled(FIXTURE)
+
+
+@pytest.fixture(scope="module")
+def monkeypatch_module() -> Iterator[pytest.MonkeyPatch]:
+    with pytest.MonkeyPatch.context() as mp:
+        yield mp
+
+
+def _assert_equal_runs(runs: dict[str, Any]) -> None:
+    eager, comp = runs["none"], runs["default"]
+    # inductor fuses and reorders fp32 reductions: equal to eager within fp32 rounding, not bitwise
+    tol = {"rtol": 1e-4, "atol": 1e-5}
+    torch.testing.assert_close(comp["out"], eager["out"], **tol)
+    torch.testing.assert_close(comp["loss"], eager["loss"], **tol)
+    assert eager["grads"].keys() == comp["grads"].keys()
+    for name, g in eager["grads"].items():
+        assert g is not None and comp["grads"][name] is not None, name
+        torch.testing.assert_close(comp["grads"][name], g, **tol, msg=lambda m, n=name: f"{n}: {m}")
+    assert comp["stats"].unique_graphs >= 1  # it did compile (with inductor: the real default mode)
+
+
+def test_compiled_encoder_equals_eager_on_inductor(encoder_runs: dict[str, Any]) -> None:
+    _assert_equal_runs(encoder_runs)
+    comp = encoder_runs["default"]
+    assert comp["extra"]["compiled"] == "TransformerEncoderLayer x2, loss"  # per block, and the loss
+    assert comp["stats"].graph_breaks == 0, comp["stats"].break_reasons
+
+
+def test_compiled_fixture_model_equals_eager_on_inductor(fixture_runs: dict[str, Any]) -> None:
+    _assert_equal_runs(fixture_runs)
+    # the fixture names no blocks: the detected DecoderBlock ones are compiled, and its loss
+    assert fixture_runs["default"]["extra"]["compiled"] == "DecoderBlock x2, loss"
+
+
+# --- rows from torch's counters (aot_eager) ---------------------------------------------------------
+
+
+@pytest.fixture
+def aot_eager(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(bench.compiling, "BACKEND", "aot_eager")
+
+
+def _run(tmp_path: Path, scenario: str, **options: Any) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Rows and sidecar records of an in-process run (tiny, train, fp32, cpu)."""
+    out = tmp_path / f"{scenario.strip('_')}.csv"
+    options = {"preset": "tiny", "modes": "train", "device": "cpu", "max_time_s": 0.3, **options}
+    summary = api.run(scenario, isolation=False, progress=False, out=out, **options)
+    rows = list(api.load_results(out).to_dict("records"))
+    assert len(rows) == len(summary.rows)
+    sidecar = out.with_suffix(".samples.jsonl")
+    records = [json.loads(line) for line in sidecar.read_text().splitlines()] if sidecar.exists() else []
+    return rows, records
+
+
+def test_encoder_rows_report_no_graph_break_and_one_shared_block_graph(
+    tmp_path: Path, aot_eager: None
+) -> None:
+    rows, records = _run(tmp_path, "encoder", compile="none,default")
+    eager, comp = rows
+    assert (eager["compile"], comp["compile"]) == ("none", "default")
+    assert eager["status"] == comp["status"] == "ok", comp["reason"]
+    # an eager row has no compile figures; the compiled one has torch's counters
+    assert all(pd.isna(eager[c]) for c in ("compile_time_s", "graph_breaks", "unique_graphs", "recompiles"))
+    assert comp["graph_breaks"] == 0
+    assert comp["unique_graphs"] == 2  # one graph serves both layers; the loss is the second
+    assert comp["recompiles"] == 0
+    assert comp["compile_time_s"] > 0
+    assert comp["config_key"] == eager["config_key"] + "|compile=default"
+    assert "compile" not in eager["config_key"]
+    rec = records[1]["compile"]
+    assert rec["compiled"] == ["TransformerEncoderLayer x2", "loss"]
+    assert rec["break_reasons"] == {} and rec["timed_compiles"] == 0
+    assert "torch.compile" not in str(comp["reason"])
+
+
+def test_item_mid_forward_is_a_graph_break_with_the_reason_in_the_sidecar(
+    tmp_path: Path, aot_eager: None
+) -> None:
+    rows, records = _run(tmp_path, "_compile_probe", compile="default", params={"item": True})
+    (row,) = rows
+    assert row["status"] == "ok", row["reason"]
+    assert row["graph_breaks"] >= 1
+    reasons = records[0]["compile"]["break_reasons"]
+    assert sum(reasons.values()) == row["graph_breaks"]
+    assert any("item" in msg for msg in reasons), reasons  # torch's own message names Tensor.item()
+
+
+def test_a_shape_change_in_the_timed_steps_is_a_recompile_and_a_noisy_row(
+    tmp_path: Path, aot_eager: None
+) -> None:
+    # call 1: the cold start, call 2: the one warm-up call, call 3 on: timed, one sample fewer
+    rows, records = _run(
+        tmp_path, "_compile_probe", compile="default", params={"reshape_at": 3}, warmup_iters=1
+    )
+    (row,) = rows
+    assert row["status"] == "ok", row["reason"]
+    assert row["recompiles"] >= 1
+    assert row["graph_breaks"] == 0
+    rec = records[0]["compile"]
+    assert rec["timed_compiles"] >= 1
+    assert any("size mismatch" in r for r in rec["recompile_reasons"]), rec["recompile_reasons"]
+    assert row["noisy"] is True
+    assert "torch.compile compiled" in row["reason"] and "during the timed steps" in row["reason"]
+
+
+def test_a_shape_change_before_timing_is_a_recompile_but_not_noisy(tmp_path: Path, aot_eager: None) -> None:
+    rows, records = _run(
+        tmp_path, "_compile_probe", compile="default", params={"reshape_at": 2}, warmup_iters=1
+    )
+    (row,) = rows
+    assert row["recompiles"] >= 1 and records[0]["compile"]["timed_compiles"] == 0
+    assert "torch.compile" not in str(row["reason"])
+
+
+# --- failure is data ----------------------------------------------------------------------------------
+
+
+def test_reduce_overhead_on_cpu_is_a_skipped_row(tmp_path: Path) -> None:
+    rows, _ = _run(tmp_path, "_linear", compile="reduce-overhead")
+    (row,) = rows
+    assert row["status"] == "skipped"
+    assert "CUDA graphs" in row["reason"] and "cpu" in row["reason"]
+    assert row["compile"] == "reduce-overhead"
+
+
+def test_inductor_without_a_cpp_compiler_is_a_skipped_row_with_torchs_message(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import torch._inductor.config as inductor_config
+
+    monkeypatch.setattr(inductor_config.cpp, "cxx", (None, str(tmp_path / "no-such-g++")))
+    rows, _ = _run(tmp_path, "_linear", compile="default")
+    (row,) = rows
+    assert row["status"] == "skipped"
+    assert "inductor needs a C++ compiler" in row["reason"]
+    assert "No working C++ compiler found" in row["reason"]  # torch's InvalidCxxCompiler
+
+
+def test_a_compile_error_is_an_error_row_with_torchs_message(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken_backend(gm: Any, example_inputs: Any) -> Any:
+        raise RuntimeError("this backend cannot compile anything")
+
+    monkeypatch.setattr(bench.compiling, "BACKEND", broken_backend)
+    rows, _ = _run(tmp_path, "_compile_probe", compile="default")
+    (row,) = rows
+    assert row["status"] == "error"
+    assert "this backend cannot compile anything" in row["reason"]
