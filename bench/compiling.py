@@ -24,7 +24,8 @@ What is compiled (``apply_compile``):
     keys, the optimizer's parameter references and module hooks (FSDP's, MemTracker's) as they were.
 
   What it gives up: fusion across block boundaries, and the layers outside the blocks (embeddings,
-  final norm, head) stay eager.
+  final norm, head) stay eager. Blocks that differ (a ResNet's stages differ in width) share the
+  code but not the graph: dynamo recompiles once per variant, and ``recompiles`` counts them.
 * **The whole model, in place**, when it has no repeated blocks: there is nothing to share.
 * **The loss, as a compiled region of its own**, where the workload gives it as a function of the
   model's output (``Workload.loss_fn``). That is honest: the eager row computes the same loss in the
@@ -134,6 +135,12 @@ def apply_compile(workload: Any, compile: str, *, device: str) -> list[str]:
     regions: list[str] = []
     blocks = _outermost(workload.model, tuple(workload.blocks)) if workload.blocks else []
     if blocks:
+        # blocks that differ (a ResNet's stages in width, a first block with a downsample) each need
+        # their own graph: dynamo recompiles the shared code once per variant (``recompiles`` counts
+        # them). Its default limit (8 per code object) would leave the rest eager, silently: raise it
+        # to cover every instance (twice: requires_grad of a first block's input can differ too)
+        config = torch._dynamo.config
+        config.recompile_limit = max(config.recompile_limit, 2 * len(blocks))
         for block in blocks:
             block.compile(backend=BACKEND, mode=compile)
         counts = Counter(type(b).__name__ for b in blocks)
