@@ -35,7 +35,9 @@ def _has(mods: set[str], pkg: str) -> bool:
 TORCH_FREE = [
     "import bench.stats",
     "import bench.results",
-    "import bench.results.schema, bench.results.store, bench.results.load",
+    "import bench.results.schema, bench.results.store, bench.results.loader, bench.outputs",
+    "import bench.results.compare_spec, bench.results.compare_inputs, bench.results.compare_pairs",
+    "import bench.report.escape, bench.report.folder",
     "import bench.report.format, bench.report.markdown, bench.report.gpu_summary",
     "import bench.report.build, bench.report.html, bench.report.plots, bench.report.compare_format",
     "import bench.report.figures_common, bench.report.figures_perf, bench.report.figures_memory",

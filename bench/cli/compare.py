@@ -7,9 +7,12 @@ Spellings:
     dlbench compare FILE... --by precision [--base fp32]   # within one sweep: each value vs the base
 
 Inputs are results CSVs (their ``.samples.jsonl`` sidecars are read beside them), directories of
-them, and pytest-benchmark JSON files. Exit codes: 0 done (whatever the verdicts); 1 only with
-``--fail-on-regression`` and some configuration significantly slower beyond ``--threshold``;
-2 bad input (one line on stderr: the file and what is wrong with it).
+them, and pytest-benchmark JSON files, read by the one results loader (``bench.results.loader``).
+``--out`` is checked before any work (never an input, a folder or a symlink) and written
+atomically (``bench.outputs``). Exit codes: 0 done (whatever the verdicts); 1 with
+``--fail-on-regression`` and some configuration significantly slower beyond ``--threshold``, or
+``--out`` could not be written (the previous file is unchanged); 2 bad input (one line on stderr:
+the file and what is wrong with it).
 """
 
 from __future__ import annotations
@@ -34,15 +37,20 @@ _VERDICT_STYLE = {
 }
 
 
-def _table(comparison: Any) -> Any:
-    """The rich table a person reads: one line per configuration."""
+#: rows the printed table and markdown show before they summarize (``--all`` shows every row)
+MAX_SHOWN = 40
+
+
+def _table(comparison: Any, limit: int | None) -> Any:
+    """The rich table a person reads: one line per configuration (at most ``limit``)."""
     from rich import box
     from rich.table import Table
+    from rich.text import Text
 
-    from bench.report.compare_format import display_rows
+    from bench.report.compare_format import shown_rows
 
     title = "dlbench compare" + (f" --by {comparison.by['axis']}" if comparison.by else "")
-    rows = display_rows(comparison)
+    rows, _ = shown_rows(comparison, limit)
     # one kind of interval for every pair: said once under the table instead of on every line
     show_covers = len({r["covers"] for r in rows} - {"-"}) > 1
     table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
@@ -55,22 +63,37 @@ def _table(comparison: Any) -> Any:
         table.add_column("CI covers", justify="left")
     table.add_column("peak mem", justify="right")
     for r in rows:
-        style = _VERDICT_STYLE.get(r["verdict"], "white")
+        style = _VERDICT_STYLE.get(r["verdict"].split(" ")[0], "white")
         values = "-" if r["base"] == "-" else f"{r['base']} → {r['new']}"
         cells = [r["change"], values, r["p"], *([r["covers"]] if show_covers else [])]
-        table.add_row(r["config"], f"[{style}]{r['verdict']}[/]", *cells, r["memory_short"])
+        # Text, not markup: a label or reason from a results file is never read as rich markup
+        table.add_row(
+            Text(r["config"]), Text(r["verdict"], style=style), *map(Text, cells), Text(r["memory_short"])
+        )
     return table
 
 
-def _print_table(comparison: Any, console: Any) -> None:
-    from bench.report.compare_format import footer_lines, header_lines
+def _print_table(comparison: Any, console: Any, limit: int | None = None) -> None:
+    from bench.report.compare_format import footer_lines, header_lines, omitted_line, shown_rows
 
     for line in header_lines(comparison):
         style = "bold yellow" if line.startswith("ENVIRONMENTS DIFFER") else None
         console.print(line, style=style, soft_wrap=True, highlight=False, markup=False)
-    console.print(_table(comparison))
+    console.print(_table(comparison, limit))
+    shown, total = shown_rows(comparison, limit)
+    if len(shown) < total:
+        console.print(omitted_line(len(shown), total), soft_wrap=True, highlight=False, markup=False)
     for line in footer_lines(comparison):
         console.print(line, soft_wrap=True, highlight=False, markup=False)
+
+
+def _inputs_of(paths: list[str]) -> list[Path]:
+    """Every file the inputs name, with the sidecars of the CSVs: what ``--out`` must never be."""
+    from bench.results.compare_inputs import expand_inputs
+    from bench.results.store import samples_path_for
+
+    files = [f for f, _ in expand_inputs(paths)]
+    return files + [samples_path_for(f) for f in files if f.suffix.lower() == ".csv"]
 
 
 @app.command("compare")
@@ -105,8 +128,21 @@ def compare_cmd(
     ] = "5%",
     fmt: Annotated[str, typer.Option("--format", help="table, markdown, json.")] = "table",
     out: Annotated[
-        Path | None, typer.Option("--out", help="Write the --format output to this file (table: plain text).")
+        Path | None,
+        typer.Option(
+            "--out",
+            help="Write the --format output to this file (table: plain text), complete, replaced atomically. "
+            "Never an input, a folder or a symlink.",
+        ),
     ] = None,
+    show_all: Annotated[
+        bool,
+        typer.Option(
+            "--all",
+            help=f"Print every configuration; by default the table and markdown show the first {MAX_SHOWN} "
+            "(slower, failed and inconclusive first) and the verdict counts.",
+        ),
+    ] = False,
     allow_env_mismatch: Annotated[
         bool,
         typer.Option(
@@ -121,6 +157,8 @@ def compare_cmd(
     """Compare results: the ratio NEW / BASE per configuration with a CI that says which noise it covers."""
     from rich.console import Console
 
+    from bench.errors import UsageError
+    from bench.outputs import OutputWriteError, check_output_path, write_atomic
     from bench.report.compare_format import to_json, to_markdown
     from bench.results.compare import CompareInputError, compare, compare_by
 
@@ -133,7 +171,16 @@ def compare_cmd(
                 raise CompareInputError("--by compares within one set of results; give no --new with it")
             if not paths:
                 raise CompareInputError("give the results to compare: dlbench compare FILE... --by AXIS")
-            result = compare_by(paths, by, base_value, metric=metric, threshold=threshold)
+            if out is not None:
+                check_output_path(out, flag="--out", inputs=_inputs_of(paths))
+            result = compare_by(
+                paths,
+                by,
+                base_value,
+                metric=metric,
+                threshold=threshold,
+                allow_env_mismatch=allow_env_mismatch,
+            )
         else:
             if base_value is not None:
                 raise CompareInputError("--base goes with --by (the base value of the axis)")
@@ -148,6 +195,8 @@ def compare_cmd(
                     f"expected BASE NEW, BASE... --new NEW..., or FILE... --by AXIS; got {len(paths)} "
                     "input(s) and no --new"
                 )
+            if out is not None:
+                check_output_path(out, flag="--out", inputs=_inputs_of([*base_paths, *new_paths]))
             result = compare(
                 base_paths,
                 new_paths,
@@ -155,10 +204,11 @@ def compare_cmd(
                 threshold=threshold,
                 allow_env_mismatch=allow_env_mismatch,
             )
-    except CompareInputError as exc:
+    except (CompareInputError, UsageError) as exc:
         raise usage_error(" ".join(str(exc).split())) from None
 
     console = Console()
+    limit = None if show_all else MAX_SHOWN
     if out is not None:
         if fmt == "json":
             text = to_json(result)
@@ -168,20 +218,35 @@ def compare_cmd(
             rec = Console(record=True, width=160, file=io.StringIO())
             _print_table(result, rec)
             text = rec.export_text()
+        from bench.cli.gate import _sigterm_as_interrupt
+
         try:
-            out.parent.mkdir(parents=True, exist_ok=True)
-            out.write_text(text, encoding="utf-8")
-        except OSError as exc:
-            raise usage_error(f"--out: cannot write {out}: {exc.strerror or exc}") from None
-        _print_table(result, console)
-        console.print(f"wrote {out}", soft_wrap=True, highlight=False)
+            with _sigterm_as_interrupt():
+                write_atomic(out, text)
+        except OutputWriteError as exc:
+            typer.secho(f"Error: --out: {exc}", err=True, fg=typer.colors.RED)
+            raise typer.Exit(1) from None
+        except KeyboardInterrupt:
+            typer.secho(f"interrupted: {out} was not changed", err=True)
+            raise typer.Exit(130) from None
+        _print_table(result, console, limit)
+        console.print(f"wrote {out}", soft_wrap=True, highlight=False, markup=False)
     elif fmt == "json":
         typer.echo(to_json(result), nl=False)
     elif fmt == "markdown":
-        typer.echo(to_markdown(result), nl=False)
+        typer.echo(to_markdown(result, limit=limit), nl=False)
     else:
-        _print_table(result, console)
+        _print_table(result, console, limit)
 
+    noisy = result.noisy_regressions
+    if noisy:
+        names = ", ".join(p.label for p in noisy[:5]) + (", ..." if len(noisy) > 5 else "")
+        typer.secho(
+            f"WARNING: {len(noisy)} configuration(s) would be slower but rest on rows flagged noisy "
+            f"(verdict inconclusive): {names}; rerun them on a quiet machine",
+            err=True,
+            fg=typer.colors.YELLOW,
+        )
     regressions = result.regressions
     if fail_on_regression and regressions:
         names = ", ".join(p.label for p in regressions[:5]) + (", ..." if len(regressions) > 5 else "")

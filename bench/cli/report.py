@@ -38,8 +38,13 @@ _HELP = "\n\n".join(
         "category, MFU, scaling efficiency, compare's ratios. One whose data is missing is left out "
         "with a note. The page also has the summary table, the environment, the rows that did not run "
         "with their reasons and the profile summaries (--profile).",
-        "Bad input (no CSV, a file that is missing or has no ok rows, an output path that is a file) "
-        "exits 2 and writes nothing.",
+        "-o owns what it writes and nothing else: it must be a new or empty folder, or a report "
+        "dlbench wrote there before (its .dlbench-report.json lists the files it wrote); a folder of "
+        "yours, /, your home or the current folder is refused. The report is built beside it and "
+        "swapped in whole, so an interrupted report leaves the previous one as it was.",
+        "Bad input (no CSV, a file the results loader refuses -- the same checks as compare --, a file "
+        "given twice or with no ok rows, an -o that may not be used) exits 2 and writes nothing; a "
+        "failed write (a full disk) exits 1.",
     ]
 )
 
@@ -52,7 +57,10 @@ def report_cmd(
     out: Annotated[
         Path,
         typer.Option(
-            "--out", "-o", help="Folder to write the report into: index.html, summary.md, figures/."
+            "--out",
+            "-o",
+            help="Folder to write the report into: index.html, summary.md, figures/ (a new or empty folder, "
+            "or an earlier report).",
         ),
     ] = Path("reports/report"),
     compare: Annotated[
@@ -75,18 +83,27 @@ def report_cmd(
     title: Annotated[str, typer.Option("--title", help="Title of the report.")] = "dlbench report",
 ) -> None:
     """Write a report of result CSVs (the help text is ``_HELP``)."""
+    from bench.cli.gate import _sigterm_as_interrupt
+    from bench.outputs import OutputWriteError
     from bench.report.build import build_report
 
     try:
-        res = build_report(
-            list(results or []),
-            out,
-            compare_json=list(compare or []),
-            profile_dirs=list(profile or []),
-            title=title,
-        )
+        with _sigterm_as_interrupt():  # SIGTERM cleans up like Ctrl-C: the half-built folder is removed
+            res = build_report(
+                list(results or []),
+                out,
+                compare_json=list(compare or []),
+                profile_dirs=list(profile or []),
+                title=title,
+            )
     except ValueError as exc:  # bench.errors.UsageError is one
         raise usage_error(_flag_names(str(exc))) from None
+    except OutputWriteError as exc:
+        typer.secho(f"Error: --out: {exc}", err=True, fg=typer.colors.RED)
+        raise typer.Exit(1) from None
+    except KeyboardInterrupt:
+        typer.secho("interrupted: the previous report (if any) is unchanged", err=True)
+        raise typer.Exit(130) from None
     typer.echo(f"wrote {res.index_html}")
     typer.echo(f"wrote {res.summary_md}")
     if res.figures:
@@ -112,6 +129,20 @@ def gpu_summary_cmd(
 
     if not folder.is_dir():
         raise usage_error(f"folder: {folder} is not a folder")
-    peak_values = json.loads(peaks.read_text()) if peaks and peaks.is_file() else {}
-    for line in summarize(folder, peak_values):
+    peak_values: dict[str, float] = {}
+    if peaks is not None:
+        if not peaks.is_file():
+            raise usage_error(f"--peaks: {peaks} is not a file")
+        try:
+            loaded = json.loads(peaks.read_text(encoding="utf-8"))
+        except (OSError, ValueError, RecursionError) as exc:
+            raise usage_error(f"--peaks: {peaks} is not readable JSON ({exc})") from None
+        if not isinstance(loaded, dict):
+            raise usage_error(f"--peaks: {peaks} is not a JSON object of bf16_tflops, fp32_tflops, copy_gbs")
+        peak_values = {k: float(v) for k, v in loaded.items() if isinstance(v, int | float)}
+    try:
+        lines = summarize(folder, peak_values)
+    except ValueError as exc:  # bench.errors.UsageError: a CSV the results loader refuses
+        raise usage_error(" ".join(str(exc).split())) from None
+    for line in lines:
         typer.echo(line)

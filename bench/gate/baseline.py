@@ -22,21 +22,122 @@ version it was made with, and a check under another version says so next to any 
 
 ``check_baseline()`` -> ``BaselineReport`` (``ok``, every differing figure named);
 ``update_baseline()`` rewrites the file. Torch is imported only when figures are computed.
+
+The files CI holds the tree to -- ``baseline.json`` here and the timing references of
+``bench.gate.perf`` (``perf.json``) -- are found, read and written here, the same way:
+
+* **where**: ``results/baseline/`` of the *current* checkout (the nearest folder above the working
+  directory holding ``.git``; else the working directory), or the path given -- never the folder
+  of the installed package, so ``update`` from a second clone never rewrites another checkout's file;
+* **read** (``load_baseline``, ``load_references``): a regular file of JSON, its ``kind`` and
+  ``version``, every entry's type (figures are integers; a reference ratio a number in
+  ``REFERENCE_RANGE``, a tolerance a fraction) -- all before any work, as ``UsageError`` (exit 2)
+  naming the file, the entry and the value;
+* **what measured it** (``check_measured_with``): a file made under another torch build, thread
+  count or machine kind (``platform.machine()`` and the CPU model, where the file records them) is
+  refused before any work, unless ``force`` (then each difference is a note);
+* **write** (``write_document``): checked before the work (``bench.outputs.check_output_path``),
+  written atomically (``bench.outputs.write_atomic``: no fixed-name temporary, the old file whole
+  on any failure).
 """
 
 from __future__ import annotations
 
 import json
+import math
+import os
+import platform
+import stat
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from bench.errors import UsageError
+from bench.outputs import check_output_path, write_atomic
 
 KIND = "dlbench-baseline"
 VERSION = 1
-DEFAULT_PATH = Path(__file__).resolve().parents[2] / "results" / "baseline" / "baseline.json"
+PERF_KIND = "dlbench-perf-ratios"
+PERF_VERSION = 1
+BASELINE_DIR = Path("results") / "baseline"
+BASELINE_NAME = "baseline.json"
+PERF_NAME = "perf.json"
+#: a NEW/BASE timing ratio of two implementations of one operation; outside this it is no reference
+#: (``1e308`` would pass any slowdown)
+REFERENCE_RANGE = (0.01, 100.0)
+UPDATE_HINT = "dlbench baseline update"
+PERF_UPDATE_HINT = "dlbench baseline update --ratios"
+
+
+# --- where the files are ---------------------------------------------------------------------------
+
+
+def checkout_root(start: Path | str | None = None) -> Path:
+    """The checkout the command runs in: the nearest folder at or above ``start`` (default: the
+    working directory) holding ``.git`` (a folder, or a file in a worktree); else ``start`` itself."""
+    here = Path(start) if start is not None else Path.cwd()
+    here = here.absolute()
+    for folder in (here, *here.parents):
+        if os.path.lexists(folder / ".git"):
+            return folder
+    return here
+
+
+def default_baseline_path() -> Path:
+    """``results/baseline/baseline.json`` of the current checkout."""
+    return checkout_root() / BASELINE_DIR / BASELINE_NAME
+
+
+def default_perf_path() -> Path:
+    """``results/baseline/perf.json`` of the current checkout."""
+    return checkout_root() / BASELINE_DIR / PERF_NAME
+
+
+# --- reading and checking --------------------------------------------------------------------------
+
+
+def read_json_file(path: Path, flag: str, hint: str) -> Any:
+    """The JSON document at ``path``; ``UsageError`` naming ``flag`` for anything that is not one."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise UsageError(f"{flag}: {path} does not exist; create it with `{hint}`") from None
+    except OSError as exc:
+        raise UsageError(f"{flag}: cannot read {path}: {exc.strerror or exc}") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise UsageError(f"{flag}: {path} is not a regular file (a folder, a FIFO or a device)")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as exc:
+        raise UsageError(f"{flag}: {path} is not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    except RecursionError:
+        raise UsageError(f"{flag}: {path} is nested too deeply to be a dlbench file") from None
+    except (OSError, ValueError) as exc:
+        raise UsageError(f"{flag}: cannot read {path}: {exc}") from None
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _check_optional_str(p: Path, flag: str, data: Mapping[str, Any], key: str) -> None:
+    v = data.get(key)
+    if v is not None and not isinstance(v, str):
+        raise UsageError(f"{flag}: {p}: {key!r} must be text, got {v!r}")
+
+
+def _check_machine_fields(p: Path, flag: str, data: Mapping[str, Any]) -> None:
+    for key in ("torch_version", "machine", "cpu_model", "device", "measured_at", "about"):
+        _check_optional_str(p, flag, data, key)
+    for key in ("threads", "cpu_count"):
+        v = data.get(key)
+        if v is not None and not (_is_int(v) and v > 0):
+            raise UsageError(f"{flag}: {p}: {key!r} must be a positive integer, got {v!r}")
 
 
 @dataclass(frozen=True)
@@ -113,25 +214,156 @@ def compute_baseline(cases: Sequence[Case] = CASES) -> dict[str, Any]:
             "compares them exactly; after an intended change run `dlbench baseline update` and commit."
         ),
         "torch_version": torch.__version__,
+        "machine": platform.machine(),
         "device": "cpu",
         "cases": {c.name: {**c.to_dict(), "figures": case_figures(c)} for c in cases},
     }
 
 
 def load_baseline(path: Path | str | None = None) -> dict[str, Any]:
-    """The baseline document at ``path`` (default ``DEFAULT_PATH``); ``UsageError`` if absent or bad."""
-    p = Path(path) if path is not None else DEFAULT_PATH
-    try:
-        data = json.loads(p.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise UsageError(
-            f"--baseline: {p} does not exist; create it with `dlbench baseline update`"
-        ) from None
-    except (OSError, json.JSONDecodeError) as exc:
-        raise UsageError(f"--baseline: cannot read {p}: {exc}") from None
+    """The baseline document at ``path`` (default: this checkout's), checked; ``UsageError`` if bad.
+
+    Checked before any figure is computed: ``kind``, ``version``, and every case an object whose
+    ``scenario`` is text and whose ``figures`` map names to integers.
+    """
+    p = Path(path) if path is not None else default_baseline_path()
+    flag = "--baseline"
+    data = read_json_file(p, flag, UPDATE_HINT)
     if not isinstance(data, dict) or data.get("kind") != KIND or not isinstance(data.get("cases"), dict):
-        raise UsageError(f"--baseline: {p} is not a dlbench baseline file (kind {KIND!r})")
+        raise UsageError(f"{flag}: {p} is not a dlbench baseline file (kind {KIND!r})")
+    if data.get("version") != VERSION:
+        raise UsageError(
+            f"{flag}: {p} has version {data.get('version')!r}; this dlbench reads version {VERSION}: "
+            f"rewrite it with `{UPDATE_HINT}`"
+        )
+    _check_machine_fields(p, flag, data)
+    for name, case in data["cases"].items():
+        if not isinstance(case, dict):
+            raise UsageError(f"{flag}: {p}: case {name!r} must be an object, got {type(case).__name__}")
+        if not isinstance(case.get("scenario"), str):
+            got = case.get("scenario")
+            raise UsageError(f"{flag}: {p}: case {name!r}: 'scenario' must be text, got {got!r}")
+        figures = case.get("figures")
+        if not isinstance(figures, dict):
+            raise UsageError(f"{flag}: {p}: case {name!r}: 'figures' must be an object")
+        for fig, v in figures.items():
+            if not (_is_int(v) and v >= 0):
+                raise UsageError(
+                    f"{flag}: {p}: case {name!r}: figure {fig!r} must be an integer >= 0, got {v!r}"
+                )
     return data
+
+
+def load_references(path: Path | str | None = None) -> dict[str, Any]:
+    """The timing references (``perf.json``) at ``path`` (default: this checkout's), checked.
+
+    ``UsageError`` before any work for: not a reference file, another version, a check that is not
+    an object, a ``reference`` outside ``REFERENCE_RANGE``, a ``tolerance`` outside [0, 1], no
+    ``config``, wrongly typed machine fields.
+    """
+    p = Path(path) if path is not None else default_perf_path()
+    flag = "--perf"
+    data = read_json_file(p, flag, PERF_UPDATE_HINT)
+
+    def bad(why: str) -> UsageError:
+        return UsageError(f"{flag}: {p}: {why}")
+
+    if not isinstance(data, dict) or data.get("kind") != PERF_KIND:
+        raise bad(f"not a dlbench perf reference file (kind {PERF_KIND!r})")
+    if not isinstance(data.get("checks"), dict):
+        raise bad(f"not a dlbench perf reference file (kind {PERF_KIND!r})")
+    if data.get("version") != PERF_VERSION:
+        raise bad(f"version {data.get('version')!r}, expected {PERF_VERSION}")
+    _check_machine_fields(p, flag, data)
+    lo, hi = REFERENCE_RANGE
+    for name, entry in data["checks"].items():
+        if not isinstance(entry, dict):
+            raise bad(f"check {name!r}: expected an object")
+        ref: Any = entry.get("reference")
+        tol: Any = entry.get("tolerance")
+        if not (_is_number(ref) and lo <= ref <= hi):
+            raise bad(
+                f"check {name!r}: 'reference' must be a NEW/BASE ratio from {lo:g} to {hi:g}, got {ref!r}"
+            )
+        if not (_is_number(tol) and 0 <= tol <= 1):
+            raise bad(f"check {name!r}: 'tolerance' must be a fraction from 0 to 1, got {tol!r}")
+        if not isinstance(entry.get("config"), dict):
+            raise bad(f"check {name!r}: no 'config'")
+    return data
+
+
+def worker_threads() -> int | None:
+    """The intra-op threads a fresh torch process starts with here (what a gate worker runs on).
+
+    torch's default: ``OMP_NUM_THREADS`` (or ``MKL_NUM_THREADS``) when set, else the physical cores.
+    Not ``torch.get_num_threads()`` of this process, which may have been changed (tests set 1).
+    """
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        v = os.environ.get(var, "").strip()
+        if v.isdigit() and int(v) > 0:
+            return int(v)
+    import psutil
+
+    return psutil.cpu_count(logical=False) or os.cpu_count()
+
+
+def measured_here() -> dict[str, Any]:
+    """What a baseline or reference depends on, here: torch build, threads, machine kind."""
+    import torch
+
+    from bench.harness.env import cpu_model
+
+    return {
+        "torch_version": torch.__version__,
+        "threads": worker_threads(),
+        "machine": platform.machine(),
+        "cpu_model": cpu_model(),
+    }
+
+
+MEASURED_WITH_TEXT = {
+    "torch_version": "torch build",
+    "threads": "thread count",
+    "machine": "machine kind",
+    "cpu_model": "CPU model",
+}
+
+
+def check_measured_with(
+    doc: Mapping[str, Any],
+    here: Mapping[str, Any],
+    *,
+    path: Path,
+    flag: str,
+    keys: Sequence[str] = tuple(MEASURED_WITH_TEXT),
+    force: bool = False,
+) -> list[str]:
+    """The differences between what measured ``doc`` and ``here`` (fields the file records).
+
+    ``UsageError`` naming each (exit 2, before any work) unless ``force``; then one note each.
+    """
+    diffs = [
+        f"{MEASURED_WITH_TEXT.get(k, k)} {doc[k]!r} there, {here.get(k)!r} here"
+        for k in keys
+        if doc.get(k) is not None and here.get(k) is not None and doc[k] != here[k]
+    ]
+    if diffs and not force:
+        raise UsageError(
+            f"{flag}: {path} was measured elsewhere ({'; '.join(diffs)}): its figures do not hold here. "
+            "Measure your own (`dlbench baseline update`, with --ratios for perf.json) or pass --force "
+            "to check against it anyway"
+        )
+    return [f"{path} was measured with another setup: {d} (--force)" for d in diffs]
+
+
+def check_writable(path: Path | str, flag: str) -> Path:
+    """``path`` checked as an output before the work that produces it (``check_output_path``)."""
+    return check_output_path(path, flag=flag)
+
+
+def write_document(path: Path | str, doc: Mapping[str, Any]) -> None:
+    """Write a baseline or reference document atomically (``OutputWriteError`` on failure)."""
+    write_atomic(path, json.dumps(doc, indent=2) + "\n")
 
 
 @dataclass(frozen=True)
@@ -164,6 +396,7 @@ class BaselineReport:
     cases: dict[str, int]  # case -> number of figures compared
     torch_baseline: str | None
     torch_now: str
+    notes: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -179,6 +412,7 @@ class BaselineReport:
                 out += [f"       {d.describe()}" for d in diffs]
             else:
                 out.append(f"  ok   {case}: {n} figures equal")
+        out += [f"note: {n}" for n in self.notes]
         if self.ok:
             out.append("baseline check passed: every figure equal")
         else:
@@ -201,6 +435,7 @@ class BaselineReport:
             "ok": self.ok,
             "torch_baseline": self.torch_baseline,
             "torch_now": self.torch_now,
+            "notes": list(self.notes),
             "cases": self.cases,
             "differences": [d.to_dict() for d in self.differences],
         }
@@ -230,23 +465,31 @@ def compare(
     return diffs, counts
 
 
-def check_baseline(path: Path | str | None = None, cases: Sequence[Case] | None = None) -> BaselineReport:
-    """Recompute the figures of ``cases`` (default ``CASES``) and compare them exactly with the file."""
-    p = Path(path) if path is not None else DEFAULT_PATH
+def check_baseline(
+    path: Path | str | None = None, cases: Sequence[Case] | None = None, *, force: bool = False
+) -> BaselineReport:
+    """Recompute the figures of ``cases`` (default ``CASES``) and compare them exactly with the file.
+
+    The file is checked first (``load_baseline``), then what measured it: another torch build or
+    machine kind is ``UsageError`` unless ``force`` (torch's kernels decide what backward saves).
+    """
+    p = Path(path) if path is not None else default_baseline_path()
     base = load_baseline(p)
+    notes = check_measured_with(
+        base, measured_here(), path=p, flag="--baseline", keys=("torch_version", "machine"), force=force
+    )
     now = compute_baseline(CASES if cases is None else cases)
     diffs, counts = compare(base, now)
-    return BaselineReport(p, diffs, counts, base.get("torch_version"), now["torch_version"])
+    report = BaselineReport(p, diffs, counts, base.get("torch_version"), now["torch_version"])
+    report.notes = notes
+    return report
 
 
 def update_baseline(
     path: Path | str | None = None, cases: Sequence[Case] | None = None
 ) -> tuple[Path, dict[str, Any]]:
-    """Recompute the figures and rewrite the baseline file; returns its path and the document."""
-    p = Path(path) if path is not None else DEFAULT_PATH
+    """Recompute the figures and rewrite the baseline file atomically; returns its path and the document."""
+    p = check_writable(Path(path) if path is not None else default_baseline_path(), "--baseline")
     data = compute_baseline(CASES if cases is None else cases)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_name(p.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n", encoding="utf-8")
-    tmp.replace(p)
+    write_document(p, data)
     return p, data

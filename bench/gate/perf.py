@@ -36,7 +36,6 @@ Library only (no rich, no typer); ``bench.cli.gate`` (``dlbench baseline ratios`
 
 from __future__ import annotations
 
-import json
 import math
 import statistics
 import time
@@ -46,12 +45,12 @@ from pathlib import Path
 from typing import Any
 
 from bench.errors import UsageError
+from bench.gate.baseline import PERF_KIND as KIND
+from bench.gate.baseline import PERF_VERSION as VERSION
+from bench.gate.baseline import check_writable, default_perf_path, load_references, write_document
 from bench.gate.interleave import GatePlan, GateResult, plan_gate, run_gate
 from bench.gate.worker import WorkerError
 
-KIND = "dlbench-perf-ratios"
-VERSION = 1
-DEFAULT_PATH = Path(__file__).resolve().parents[2] / "results" / "baseline" / "perf.json"
 STATUSES = ("ok", "faster", "slower", "error")
 UPDATE_HINT = "dlbench baseline update --ratios"
 
@@ -157,47 +156,17 @@ def select_checks(names: Sequence[str] | None, checks: Sequence[PerfCheck] = CHE
 
 
 # ------------------------------------------------------------------------------------------------
-# the reference file
+# the reference file: found, checked and written by bench.gate.baseline (one place for both files)
 # ------------------------------------------------------------------------------------------------
 def _bad(p: Path, why: str) -> UsageError:
     return UsageError(f"--perf: {p}: {why}")
-
-
-def load_references(path: Path | str | None = None) -> dict[str, Any]:
-    """The reference document at ``path`` (default ``DEFAULT_PATH``), checked; ``UsageError`` if bad."""
-    p = Path(path) if path is not None else DEFAULT_PATH
-    try:
-        data = json.loads(p.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise UsageError(f"--perf: {p} does not exist; create it with `{UPDATE_HINT}`") from None
-    except (OSError, json.JSONDecodeError) as exc:
-        raise UsageError(f"--perf: cannot read {p}: {exc}") from None
-    if not isinstance(data, dict) or data.get("kind") != KIND or not isinstance(data.get("checks"), dict):
-        raise _bad(p, f"not a dlbench perf reference file (kind {KIND!r})")
-    if data.get("version") != VERSION:
-        raise _bad(p, f"version {data.get('version')!r}, expected {VERSION}")
-    for name, entry in data["checks"].items():
-        if not isinstance(entry, dict):
-            raise _bad(p, f"check {name!r}: expected an object")
-        ref, tol = entry.get("reference"), entry.get("tolerance")
-        if isinstance(ref, bool) or not isinstance(ref, int | float) or not (math.isfinite(ref) and ref > 0):
-            raise _bad(p, f"check {name!r}: 'reference' must be a positive ratio, got {ref!r}")
-        if (
-            isinstance(tol, bool)
-            or not isinstance(tol, int | float)
-            or not (math.isfinite(tol) and 0 <= tol <= 1)
-        ):
-            raise _bad(p, f"check {name!r}: 'tolerance' must be a fraction from 0 to 1, got {tol!r}")
-        if not isinstance(entry.get("config"), dict):
-            raise _bad(p, f"check {name!r}: no 'config'")
-    return data
 
 
 def reference_for(
     data: Mapping[str, Any], check: PerfCheck, path: Path | str | None = None
 ) -> tuple[float, float]:
     """``(reference, tolerance)`` of ``check``; ``UsageError`` when absent or measured for another config."""
-    p = Path(path) if path is not None else DEFAULT_PATH
+    p = Path(path) if path is not None else default_perf_path()
     entry = data["checks"].get(check.name)
     hint = f"`{UPDATE_HINT} --check {check.name}`"
     if entry is None:
@@ -364,7 +333,7 @@ def run_checks(
     """
     import torch
 
-    p = Path(path) if path is not None else DEFAULT_PATH
+    p = Path(path) if path is not None else default_perf_path()
     selected = select_checks(names, checks)
     data = load_references(p)
     refs = {c.name: reference_for(data, c, p) for c in selected}
@@ -468,7 +437,9 @@ def update_references(
 
     import torch
 
-    p = Path(path) if path is not None else DEFAULT_PATH
+    from bench.harness.env import cpu_model
+
+    p = check_writable(Path(path) if path is not None else default_perf_path(), "--perf")  # before measuring
     selected = select_checks(names, checks)
     old: dict[str, Any] = {}
     if p.exists() and names:
@@ -494,19 +465,16 @@ def update_references(
         "threads": threads.pop() if len(threads) == 1 else None,
         "cpu_count": os.cpu_count(),
         "machine": platform.machine(),
+        "cpu_model": cpu_model(),
         "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "checks": merged,
     }
-    p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_name(p.name + ".tmp")
-    tmp.write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
-    tmp.replace(p)
+    write_document(p, doc)
     return p, doc
 
 
 __all__ = [
     "CHECKS",
-    "DEFAULT_PATH",
     "KIND",
     "PerfCheck",
     "PerfOutcome",

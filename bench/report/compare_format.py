@@ -4,12 +4,20 @@ Everything here reads the comparison's JSON form (``Comparison.to_dict()``), so 
 ``compare.json`` renders the same as a fresh comparison. The JSON is::
 
     {"kind": "dlbench-compare", "version": 1, "metric", "threshold", "confidence", "base": [paths],
-     "new": [paths], "by": null | {"axis", "base_value"}, "env_mismatch": [{"field", "base", "new"}],
-     "allow_env_mismatch", "env_label", "counts", "notes",
+     "new": [paths], "by": null | {"axis", "base_value"},
+     "env_mismatch": [{"field", "base", "new", "pairs"}], "allow_env_mismatch", "env_label",
+     "counts", "notes",
      "pairs": [{"label", "key", "verdict", "ratio", "ci_low", "ci_high", "p_value", "method",
                 "n_base", "n_new", "confidence", "ci_covers", "significant", "regression",
-                "base_value", "new_value", "unit", "memory_ratio", "memory_base_bytes",
-                "memory_new_bytes", "memory_delta_bytes", "flops_ratio", "summary", ...}]}
+                "noisy", "verdict_clean", "base_value", "new_value", "base_row_value",
+                "new_row_value", "unit", "memory_ratio", "memory_base_bytes", "memory_new_bytes",
+                "memory_delta_bytes", "flops_ratio", "env_diff", "summary", ...}]}
+
+``noisy``: a row the pair is built on was flagged noisy (its verdict is then ``inconclusive`` and
+``verdict_clean`` says what it would read on clean rows). ``base_value`` is the figure the ratio is
+built from (per process; the geometric mean of ``--repeat`` medians), ``base_row_value`` the CSV's
+own figure (the median of the repeats' medians); tables show the second beside the first where
+they differ. ``env_diff`` lists the environment fields in which this pair's two sides differ.
 
 ``ratio`` is always NEW / BASE of the metric (for time, < 1 is faster); an unbounded interval has
 ``ci_high`` null (strict JSON: no ``Infinity``). ``summary`` is the phrase a person reads:
@@ -21,18 +29,15 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
+from bench.report.escape import md_cell, md_text, one_line
 from bench.report.format import fmt_bytes, fmt_si, num
+from bench.results.compare_spec import METRICS_BY_NAME
 
-_LOWER_IS_BETTER = {"time": True, "memory": True, "throughput": False, "mfu": False}
-_METRIC_WORDS = {
-    "time": "step time (lower is better)",
-    "throughput": "throughput (higher is better)",
-    "memory": "peak memory, exact (lower is better)",
-    "mfu": "MFU (higher is better)",
-}
+_LOWER_IS_BETTER = {m.name: not m.higher_is_better for m in METRICS_BY_NAME.values()}
+_METRIC_WORDS = {m.name: m.words for m in METRICS_BY_NAME.values()}
 COVERS_TEXT = {
     "within-process": (
         "within-process: one process a side, so the CI covers only the noise inside each run; separate "
@@ -121,7 +126,26 @@ def pair_summary(p: Mapping[str, Any], metric: str) -> str:
     mem = num(p.get("memory_ratio"))
     if metric != "memory" and mem is not None:
         text += f", peak memory x{fmt_factor(mem)}"
+    if p.get("noisy"):
+        text += f" (noisy rows: would read {p.get('verdict_clean') or p.get('verdict')})"
+    if p.get("env_diff"):
+        text += " (environments differ: " + ", ".join(str(e.get("field")) for e in p["env_diff"]) + ")"
     return text
+
+
+def verdict_text(p: Mapping[str, Any]) -> str:
+    """The verdict as a person reads it: ``inconclusive (noisy)`` for a pair built on a noisy row."""
+    v = str(p.get("verdict", ""))
+    return f"{v} (noisy)" if p.get("noisy") else v
+
+
+def _with_row_value(value: Any, row_value: Any, unit: str) -> str:
+    """``12.3 ms``, or ``12.3 ms (CSV 12.1 ms)`` where the CSV's figure differs from the per-process one."""
+    text = fmt_value(value, unit)
+    v, r = num(value), num(row_value)
+    if v is None or r is None or fmt_value(r, unit) == text:
+        return text
+    return f"{text} (CSV {fmt_value(r, unit)})"
 
 
 def fmt_value(value: Any, unit: str) -> str:
@@ -154,13 +178,18 @@ def display_rows(comparison: Any) -> list[dict[str, str]]:
         mem = num(p.get("memory_ratio"))
         unit = str(p.get("unit") or "")
         absent = p.get("verdict") in ("new", "missing", "failed")
+        change = change_phrase(p, metric) if not absent else ""
+        if not change:  # new, missing, failed, or no figure to compare: say why
+            change = str(p.get("reason") or "")
+        if p.get("env_diff"):
+            change += " [env differs: " + ", ".join(str(e.get("field")) for e in p["env_diff"]) + "]"
         rows.append(
             {
-                "config": str(p.get("label", "")),
-                "verdict": str(p.get("verdict", "")),
-                "change": str(p.get("reason") or "") if absent else change_phrase(p, metric),
-                "base": fmt_value(p.get("base_value"), unit),
-                "new": fmt_value(p.get("new_value"), unit),
+                "config": one_line(p.get("label", "")),
+                "verdict": verdict_text(p),
+                "change": one_line(change),
+                "base": _with_row_value(p.get("base_value"), p.get("base_row_value"), unit),
+                "new": _with_row_value(p.get("new_value"), p.get("new_row_value"), unit),
                 "p": fmt_p(p.get("p_value")),
                 "covers": str(p.get("ci_covers") or "-"),
                 "memory": f"x{fmt_factor(mem)}{_delta(p)}" if mem is not None and metric != "memory" else "-",
@@ -210,25 +239,54 @@ def footer_lines(comparison: Any) -> list[str]:
     return lines
 
 
-def _md_cell(text: str) -> str:
-    return text.replace("|", "\\|").replace("\n", " ")
+_SHOWN_FIRST = ("slower", "failed", "inconclusive", "faster", "missing", "new", "same")
 
 
-def to_markdown(comparison: Any, title: str = "dlbench compare") -> str:
-    """A markdown page: the header lines, one table row per pair, the footer."""
+def summary_order(rows: Sequence[Mapping[str, Any]]) -> list[int]:
+    """Row indices with the ones a person must see first: slower, failed, inconclusive, ... same last."""
+    rank = {v: i for i, v in enumerate(_SHOWN_FIRST)}
+    return sorted(
+        range(len(rows)), key=lambda i: (rank.get(str(rows[i].get("verdict", "")).split()[0], 9), i)
+    )
+
+
+def shown_rows(comparison: Any, limit: int | None) -> tuple[list[dict[str, str]], int]:
+    """The display rows to show (all when ``limit`` is None or not exceeded), and how many there are."""
+    rows = display_rows(comparison)
+    if limit is None or len(rows) <= limit:
+        return rows, len(rows)
+    return [rows[i] for i in sorted(summary_order(rows)[:limit])], len(rows)
+
+
+def to_markdown(comparison: Any, title: str = "dlbench compare", *, limit: int | None = None) -> str:
+    """A markdown page: the header lines, one table row per pair (``limit``: at most), the footer.
+
+    Every cell and line is escaped (``md_cell``): a ``|``, a newline or ``<script>`` from a results
+    file stays text.
+    """
     d = as_dict(comparison)
-    out = [f"# {title}", ""]
-    out += [f"- {_md_cell(line)}" for line in header_lines(d)]
+    out = [f"# {md_text(title)}", ""]
+    out += [f"- {md_text(line)}" for line in header_lines(d)]
     out.append("")
     cols = ["configuration", "verdict", "new / base [95% CI]", "base", "new", "p", "CI covers", "peak memory"]
     keys = ["config", "verdict", "change", "base", "new", "p", "covers", "memory"]
     out.append("| " + " | ".join(cols) + " |")
     out.append("|" + "---|" * len(cols))
-    for row in display_rows(d):
-        cells = [_md_cell(row[k]) for k in keys]
+    rows, total = shown_rows(d, limit)
+    for row in rows:
+        cells = [md_cell(row[k]) for k in keys]
         if row["verdict"] in ("slower", "faster"):
             cells[1] = f"**{cells[1]}**"
         out.append("| " + " | ".join(cells) + " |")
     out.append("")
-    out += [f"{_md_cell(line)}  " for line in footer_lines(d)]
+    if len(rows) < total:
+        out += [f"{md_text(omitted_line(len(rows), total))}  "]
+    out += [f"{md_text(line)}  " for line in footer_lines(d)]
     return "\n".join(out).rstrip() + "\n"
+
+
+def omitted_line(shown: int, total: int) -> str:
+    return (
+        f"showing {shown} of {total} configurations (slower, failed and inconclusive first; the verdict "
+        "counts below cover all); --all shows every row, --format json has them all"
+    )

@@ -15,8 +15,10 @@ from typing import Any
 import numpy as np
 from matplotlib.figure import Figure
 
+from bench.report.escape import one_line
 from bench.report.format import num
 from bench.results import PARAM_PREFIX
+from bench.results.schema import ENV_MATCH_COLUMNS
 
 SOURCE = "_source"  # column added by the report: the CSV file name a row came from
 PER_PHASE = "_per_phase"  # column added by the report: the sidecar's memory.per_phase of the row
@@ -91,11 +93,27 @@ def _text(v: Any) -> str:
     except (TypeError, ValueError, OverflowError):
         pass
     text = str(v)
-    return "" if text in ("nan", "<NA>", "None") else text
+    return "" if text in ("nan", "<NA>", "None") else one_line(text)
 
 
 def key_of(row: Any, cols: Sequence[str]) -> tuple[str, ...]:
     return tuple(_text(row.get(c)) for c in cols)
+
+
+def texts(column: Any) -> list[str]:
+    """``_text`` of every cell of a column, computed once per distinct value (fast on 50,000 rows)."""
+    import pandas as pd
+
+    codes, uniques = pd.factorize(column, use_na_sentinel=True)
+    mapped = [_text(u) for u in uniques]
+    return [mapped[c] if c >= 0 else "" for c in codes]
+
+
+def keys_of(df: Any, cols: Sequence[str]) -> list[tuple[str, ...]]:
+    """``key_of`` of every row of ``df``, computed column by column."""
+    if not cols:
+        return [()] * len(df)
+    return list(zip(*[texts(df[c]) for c in cols], strict=True))
 
 
 def varying(df: Any, exclude: Iterable[str] = ()) -> list[str]:
@@ -105,9 +123,9 @@ def varying(df: Any, exclude: Iterable[str] = ()) -> list[str]:
     """
     skip = set(exclude)
     cols = [c for c in config_columns(df) if c != SOURCE and c not in skip]
-    out = [c for c in cols if df[c].map(_text).nunique() > 1]
+    out = [c for c in cols if len(set(texts(df[c]))) > 1]
     if SOURCE in df.columns and df[SOURCE].nunique() > 1:
-        keys = [key_of(r, out + sorted(skip & set(df.columns))) for _, r in df.iterrows()]
+        keys = keys_of(df, out + sorted(skip & set(df.columns)))
         if len(set(keys)) < len(keys):
             out.append(SOURCE)
     return out
@@ -165,28 +183,59 @@ def label(row: Any, cols: Sequence[str]) -> str:
 
 
 def pairs(
-    df: Any, column: str, base: str, is_other: Any, ignore: Sequence[str] = ()
+    df: Any,
+    column: str,
+    base: str,
+    is_other: Any,
+    ignore: Sequence[str] = (),
+    *,
+    notes: list[str] | None = None,
+    what: str = "",
+    most: int | None = None,
 ) -> list[tuple[Any, Any]]:
     """(base row, other row) of the ok rows that differ only in ``column`` (and the ``ignore`` columns).
 
     ``base`` is the value of the reference row (``fp32``, ``none``); ``is_other(value)`` says which
-    values are compared against it. Rows are paired within one source file only.
+    values are compared against it. Rows are paired within one source file only, and only when
+    their environments agree (``ENV_MATCH_COLUMNS``, checked pair by pair: a row measured on
+    another machine or torch is never a ratio's other half; ``notes`` says how many were left out).
+    ``most``: only the first pairs are returned (rows are looked up only for those; a note says how
+    many there are).
     """
     rows = ok_rows(df)
-    if column not in rows.columns:
+    if column not in rows.columns or rows.empty:
         return []
     key_cols = [c for c in config_columns(rows) if c != column and c not in ignore]
-    bases: dict[tuple[str, ...], Any] = {}
-    for _, r in rows.iterrows():
-        if _text(r[column]) == base:
-            bases.setdefault(key_of(r, key_cols), r)
-    out = []
-    for _, r in rows.iterrows():
-        value = _text(r[column])
-        if value != base and is_other(value):
-            b = bases.get(key_of(r, key_cols))
-            if b is not None:
-                out.append((b, r))
+    env_cols = [c for c in ENV_MATCH_COLUMNS if c in rows.columns and c not in key_cols and c != column]
+    keys = keys_of(rows, key_cols)
+    envs = keys_of(rows, env_cols)
+    values = texts(rows[column])
+    bases: dict[tuple[str, ...], int] = {}
+    for i, (k, v) in enumerate(zip(keys, values, strict=True)):
+        if v == base:
+            bases.setdefault(k, i)
+    found: list[tuple[int, int]] = []
+    other_env = 0
+    for i, (k, v) in enumerate(zip(keys, values, strict=True)):
+        if v != base and is_other(v):
+            j = bases.get(k)
+            if j is None:
+                continue
+            if any(a and b and a != b for a, b in zip(envs[i], envs[j], strict=True)):
+                other_env += 1
+                continue
+            found.append((j, i))
+    if most is not None and len(found) > most:
+        note(notes, f"{what or column}: showing the first {most} of {len(found)} pairs")
+        found = found[:most]
+    out = [(rows.iloc[j], rows.iloc[i]) for j, i in found]
+    if other_env:
+        differ = ", ".join(env_cols)
+        note(
+            notes,
+            f"{what or column}: {other_env} pair(s) left out: their rows come from different environments "
+            f"({differ})",
+        )
     return out
 
 

@@ -9,11 +9,15 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import stat
 from pathlib import Path
 from typing import Any
 
+from bench.errors import UsageError
 from bench.report.figures_common import PALETTE, Skipped, new_figure, style_axes
 from bench.report.format import num
+from bench.results.compare_spec import METRICS_BY_NAME
 
 COMPARE_KIND = "dlbench-compare"
 VERDICT_COLORS = {
@@ -22,27 +26,28 @@ VERDICT_COLORS = {
     "same": PALETTE[7],
     "inconclusive": PALETTE[1],
 }
-METRIC_AXES = {
-    "time": "NEW / BASE median step time (×; < 1: NEW is faster)",
-    "throughput": "NEW / BASE throughput (×; > 1: NEW is faster)",
-    "memory": "NEW / BASE peak memory (×; < 1: NEW uses less)",
-}
+METRIC_AXES = {m.name: m.axis for m in METRICS_BY_NAME.values()}
+MAX_PAIRS = 40
 
 
 def load_compare(path: Path) -> dict[str, Any]:
     """A compare JSON file; ``ValueError`` naming the file when it is not one."""
     try:
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            raise UsageError(f"compare_json: {path} is not a regular file (a folder, a FIFO or a device)")
         data = json.loads(Path(path).read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise ValueError(f"compare_json: no such file: {path}") from None
+        raise UsageError(f"compare_json: no such file: {path}") from None
+    except RecursionError:
+        raise UsageError(f"compare_json: {path} is nested too deeply to be a compare file") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ValueError(f"compare_json: {path} is not readable JSON ({exc})") from None
+        raise UsageError(f"compare_json: {path} is not readable JSON ({exc})") from None
     if (
         not isinstance(data, dict)
         or data.get("kind") != COMPARE_KIND
         or not isinstance(data.get("pairs"), list)
     ):
-        raise ValueError(f"compare_json: {path} is not a {COMPARE_KIND} file (needs kind and a pairs list)")
+        raise UsageError(f"compare_json: {path} is not a {COMPARE_KIND} file (needs kind and a pairs list)")
     return data
 
 
@@ -54,11 +59,19 @@ def _finite(v: Any) -> float | None:
 def forest_figure(data: dict[str, Any], notes: list[str] | None = None, name: str = "compare") -> Any:
     """7. One row per pair: the ratio, its CI, coloured by verdict, against 1 and the threshold band."""
     pairs = [p for p in data.get("pairs", []) if isinstance(p, dict)]
-    drawn = [p for p in pairs if _finite(p.get("ratio")) is not None]
-    undrawn = [p for p in pairs if _finite(p.get("ratio")) is None]
+    drawn = [p for p in pairs if (_finite(p.get("ratio")) or 0) > 0]
+    undrawn = [p for p in pairs if not (_finite(p.get("ratio")) or 0) > 0]
     if undrawn and notes is not None:
-        listed = ", ".join(f"{p.get('label', '?')} ({p.get('verdict', 'no ratio')})" for p in undrawn)
-        notes.append(f"{name}: pairs without a ratio, not drawn: {listed}")
+        listed = ", ".join(f"{p.get('label', '?')} ({p.get('verdict', 'no ratio')})" for p in undrawn[:10])
+        more = f", ... ({len(undrawn)} in all)" if len(undrawn) > 10 else ""
+        notes.append(f"{name}: pairs without a ratio, not drawn: {listed}{more}")
+    if len(drawn) > MAX_PAIRS:
+        # the pairs a reader must see: the largest changes first, then in file order
+        order = sorted(range(len(drawn)), key=lambda i: -abs(math.log(_finite(drawn[i].get("ratio")) or 1.0)))
+        keep = sorted(order[:MAX_PAIRS])
+        if notes is not None:
+            notes.append(f"{name}: showing the {MAX_PAIRS} largest changes of {len(drawn)} pairs")
+        drawn = [drawn[i] for i in keep]
     if not drawn:
         return Skipped(f"{name}: no pair has a ratio to draw ({len(pairs)} pair(s) in the file)")
     metric = str(data.get("metric", "time"))
@@ -93,7 +106,11 @@ def forest_figure(data: dict[str, Any], notes: list[str] | None = None, name: st
             textcoords="offset points",
             fontsize=8,
         )
-    ax.set_yticks(range(n), [str(p.get("label", f"pair {i + 1}")) for i, p in enumerate(drawn)], fontsize=9)
+    names = [
+        str(p.get("label", f"pair {i + 1}")) + (" (noisy)" if p.get("noisy") is True else "")
+        for i, p in enumerate(drawn)
+    ]
+    ax.set_yticks(range(n), names, fontsize=9)
     ax.invert_yaxis()
     ax.set_ylim(n - 0.4, -0.6)
     xs = [

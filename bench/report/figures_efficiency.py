@@ -115,7 +115,7 @@ class _ScalingBars:
     dropped: int = 0  # parallel rows with neither a value nor a parallel=none row to compute one
 
 
-def _scaling_bars(sub: Any) -> _ScalingBars:
+def _scaling_bars(sub: Any, notes: list[str] | None = None) -> _ScalingBars:
     """Scaling efficiency of each parallel row of one panel, with an interval from the time CIs.
 
     The ``scaling_efficiency`` column when it holds a value (results/README.md: ``job_throughput /
@@ -124,7 +124,9 @@ def _scaling_bars(sub: Any) -> _ScalingBars:
     ``throughput x world_size``: one rank's items times the ranks). The interval scales the value by
     the range of none-time / parallel-time from both 95% CIs.
     """
-    matched = pairs(sub, "parallel", "none", lambda v: True, ignore=["world_size"])
+    matched = pairs(
+        sub, "parallel", "none", lambda v: True, ignore=["world_size"], notes=notes, what="scaling"
+    )
     bases = {other.name: base for base, other in matched}  # row index -> its parallel=none row
     out = _ScalingBars()
     for index, r in sub[sub["parallel"].astype(str) != "none"].iterrows():
@@ -164,7 +166,7 @@ def scaling_figure(df: Any, notes: list[str] | None = None) -> Any:
     found: list[tuple[str, Any, _ScalingBars]] = []
     dropped = computed = assumed = 0
     for title, sub in panels(rows):
-        panel = _scaling_bars(sub)
+        panel = _scaling_bars(sub, notes)
         dropped, computed, assumed = (
             dropped + panel.dropped,
             computed + panel.computed,

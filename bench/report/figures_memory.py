@@ -54,6 +54,7 @@ CATEGORIES: dict[str, tuple[str, str]] = {
 }
 MAX_CONFIGS = 6
 MAX_PANELS = 4
+MAX_CKPT_PAIRS = 12  # arrows (and legend entries) per panel
 
 
 def _b(row: Any, col: str) -> float:
@@ -227,7 +228,15 @@ def checkpointing_figure(df: Any, notes: list[str] | None = None) -> Any:
     for title, sub in panels(ok_rows(df)):
         matched = [
             (a, b)
-            for a, b in pairs(sub, "checkpointing", "none", lambda v: v != "none")
+            for a, b in pairs(
+                sub,
+                "checkpointing",
+                "none",
+                lambda v: v != "none",
+                notes=notes,
+                what=f"checkpointing: {title}",
+                most=MAX_CKPT_PAIRS,
+            )
             if all(num(r.get(c)) is not None for r in (a, b) for c in ("peak_mem_bytes", "time_median_ms"))
         ]
         if matched:

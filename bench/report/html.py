@@ -1,22 +1,27 @@
 """The report's ``index.html``: one self-contained page (inline CSS, figures as base64 PNG, no JS).
 
 Sections, in order: the figures (first, so they are on screen when the page opens), the notes
-(figures left out and why), the summary tables (the markdown of ``bench.report.markdown``), the
-environment of each results file, the rows that did not run, and the profile summaries. Links go
+(figures left out and why), the summary tables (``bench.report.markdown.SummaryTable``: built from
+the cells, never from the markdown), the environment of each results file, the rows that did not
+run, and the profile summaries. Every text from a results file, a profile or ``--title`` is
+escaped (``bench.report.escape.html_text``). Links go
 only to files beside the page (``figures/*.svg|png``) and to anchors in it; nothing is fetched.
 """
 
 from __future__ import annotations
 
 import base64
-import html
 import json
 import math
-import re
+import os
+import stat
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from bench.report.escape import html_text
+from bench.report.markdown import SummaryTable
 
 PROFILE_CATEGORIES = (
     "matmul",
@@ -77,7 +82,7 @@ class Page:
     figures: list[FigureEntry]
     skipped: list[tuple[str, str]]  # (figure name, reason)
     notes: list[str]
-    summary_markdown: str
+    summaries: list[SummaryTable]
     environment: list[tuple[str, dict[str, str]]]  # (file, key -> value)
     not_run: list[dict[str, str]]  # file, configuration, status, reason
     noisy: list[dict[str, str]]
@@ -95,10 +100,12 @@ def read_profile(folder: Path) -> Profile | str:
     """The folder's ``summary.json`` as a ``Profile``, or a one-line note saying what is wrong."""
     path = Path(folder) / "summary.json"
     try:
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            return f"profile {folder}: summary.json is not a regular file"
         data = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         return f"profile {folder}: no summary.json"
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:
         return f"profile {folder}: summary.json is not readable JSON ({type(exc).__name__})"
     if not isinstance(data, dict):
         return f"profile {folder}: summary.json is not a JSON object"
@@ -121,53 +128,38 @@ def read_profile(folder: Path) -> Profile | str:
 
 
 def _e(text: Any) -> str:
-    return html.escape(str(text), quote=True)
+    return html_text(text)
 
 
-def _inline(text: str) -> str:
-    """Escape, then `code` and **bold** of the markdown the report writes."""
-    out = _e(text)
-    out = re.sub(r"`([^`]+)`", r"<code>\1</code>", out)
-    return re.sub(r"\*\*([^*]+)\*\*", r"<strong>\1</strong>", out)
-
-
-def markdown_to_html(text: str) -> str:
-    """The subset of markdown ``bench.report.markdown`` writes: headings, pipe tables, lists, text.
-
-    The document's own ``# title`` is dropped (the page has it); ``##`` becomes ``<h3>``.
-    """
+def _summary_html(tables: Sequence[SummaryTable]) -> str:
+    """The summary tables, built from their cells (each escaped), never from the markdown."""
     out: list[str] = []
-    lines = text.splitlines()
-    i = 0
-    while i < len(lines):
-        line = lines[i].rstrip()
-        if line.startswith("|"):
-            rows = []
-            while i < len(lines) and lines[i].startswith("|"):
-                rows.append([c.strip() for c in lines[i].strip().strip("|").split("|")])
-                i += 1
-            body = [r for r in rows[1:] if not all(re.fullmatch(r":?-+:?", c or "-") for c in r)]
-            head = "".join(f"<th>{_inline(c)}</th>" for c in rows[0])
-            trs = "".join("<tr>" + "".join(f"<td>{_inline(c)}</td>" for c in r) + "</tr>" for r in body)
-            out.append(
-                f'<div class="scroll"><table><thead><tr>{head}</tr></thead><tbody>{trs}</tbody></table></div>'
+    for t in tables:
+        out.append(f"<h3>{_e(t.name)}</h3>")
+        if t.total == 0:
+            out.append("<p>(no rows)</p>")
+            continue
+        env = ", ".join(f"{k}={v}" for k, v in t.environment)
+        out.append(f"<p>Environment: {_e(env)}</p>")
+        head = "".join(f"<th>{_e(c)}</th>" for c in t.head)
+        body = ""
+        for cells, status in zip(t.rows, t.statuses, strict=True):
+            tds = "".join(
+                f'<td class="status-{_e(status)}">{_e(c)}</td>' if h == "status" else f"<td>{_e(c)}</td>"
+                for h, c in zip(t.head, cells, strict=True)
             )
-            continue
-        if line.startswith("- "):
-            items = []
-            while i < len(lines) and lines[i].startswith("- "):
-                items.append(f"<li>{_inline(lines[i][2:])}</li>")
-                i += 1
-            out.append("<ul>" + "".join(items) + "</ul>")
-            continue
-        m = re.match(r"^(#+)\s+(.*)$", line)
-        if m:
-            level = len(m.group(1))
-            if level > 1:
-                out.append(f"<h{min(level + 1, 6)}>{_inline(m.group(2))}</h{min(level + 1, 6)}>")
-        elif line:
-            out.append(f"<p>{_inline(line)}</p>")
-        i += 1
+            body += f"<tr>{tds}</tr>"
+        out.append(
+            f'<div class="scroll"><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>'
+        )
+        if len(t.rows) < t.total:
+            out.append(f"<p>(showing the first {len(t.rows)} of {t.total} rows; every row is in the CSV)</p>")
+        if t.failures:
+            items = "".join(
+                f"<li><code>{_e(k)}</code>: <strong>{_e(st)}</strong>: {_e(reason)}</li>"
+                for k, st, reason in t.failures
+            )
+            out.append(f"<p>Rows that did not run:</p><ul>{items}</ul>")
     return "\n".join(out)
 
 
@@ -288,7 +280,7 @@ def render_html(page: Page) -> str:
         f'<section id="notes" class="notes"><h2>Notes</h2><ul>{"".join(notes) or "<li>none</li>"}</ul>'
     )
     parts.append("</section>")
-    parts.append(f'<section id="summary"><h2>Summary</h2>{markdown_to_html(page.summary_markdown)}</section>')
+    parts.append(f'<section id="summary"><h2>Summary</h2>{_summary_html(page.summaries)}</section>')
     parts.append('<section id="environment"><h2>Environment</h2>')
     for source, env in page.environment:
         rows = [{"key": k, "value": v} for k, v in env.items()]
@@ -309,4 +301,4 @@ def render_html(page: Page) -> str:
     return "\n".join(parts) + "\n"
 
 
-__all__ = ["FigureEntry", "Page", "Profile", "markdown_to_html", "read_profile", "render_html"]
+__all__ = ["FigureEntry", "Page", "Profile", "read_profile", "render_html"]

@@ -2,12 +2,20 @@
 
 - ``schema``: ``CORE_COLUMNS`` / ``ENV_COLUMNS`` / ``COLUMN_TYPES``, ``config_key``, ``build_row``;
 - ``store``: ``ResultsWriter`` (append-only, fsync-ed rows and sidecar), default file names;
-- ``load``: ``load_results`` (pandas, typed columns) and ``load_samples`` (the sidecar).
+- ``loader``: the one reader every command uses: ``read_results`` (checked rows), ``load_results``
+  (pandas, typed columns) and ``load_samples`` (the sidecar).
 
 Nothing here imports torch or rich (tests/test_layers.py checks it).
 """
 
-from bench.results.load import load_results, load_samples
+from bench.results.loader import (
+    ResultsInputError,
+    ResultsTable,
+    load_results,
+    load_samples,
+    read_results,
+    read_results_files,
+)
 from bench.results.schema import (
     BOOL_COLUMNS,
     COLUMN_TYPES,
@@ -18,7 +26,9 @@ from bench.results.schema import (
     MAX_REASON_CHARS,
     MEASUREMENT_COLUMNS,
     PARAM_PREFIX,
+    REQUIRED_COLUMNS,
     SCHEMA_VERSION,
+    SIGNED_COLUMNS,
     STATUSES,
     SchemaMismatchError,
     build_row,
@@ -33,6 +43,7 @@ from bench.results.store import (
     DEFAULT_RESULTS_DIR,
     ResultsFileError,
     ResultsLockedError,
+    ResultsLockError,
     ResultsWriteError,
     ResultsWriter,
     check_compatible,
@@ -56,6 +67,11 @@ __all__ = [
     "MAX_REASON_CHARS",
     "MEASUREMENT_COLUMNS",
     "PARAM_PREFIX",
+    "REQUIRED_COLUMNS",
+    "SIGNED_COLUMNS",
+    "ResultsInputError",
+    "ResultsLockError",
+    "ResultsTable",
     "ResultsFileError",
     "ResultsLockedError",
     "ResultsWriteError",
@@ -77,6 +93,8 @@ __all__ = [
     "one_line",
     "param_column",
     "read_header",
+    "read_results",
+    "read_results_files",
     "samples_path_for",
     "samples_record",
     "validate_file",

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import stat
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -117,6 +119,8 @@ def read_pytest_benchmark(path: Path | str) -> BenchmarkFile:
     """Parse a pytest-benchmark JSON file; ``PytestBenchmarkError`` (one line) for anything else."""
     p = Path(path)
     try:
+        if not stat.S_ISREG(os.stat(p).st_mode):
+            raise PytestBenchmarkError(f"{p}: not a regular file (a folder, a FIFO or a device)")
         text = p.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise PytestBenchmarkError(f"{p}: no such file") from None
@@ -130,6 +134,10 @@ def read_pytest_benchmark(path: Path | str) -> BenchmarkFile:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
         raise PytestBenchmarkError(f"{p}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
+    except RecursionError:
+        raise PytestBenchmarkError(f"{p}: nested too deeply to be a pytest-benchmark JSON file") from None
+    except ValueError as exc:  # e.g. an integer of more digits than Python converts
+        raise PytestBenchmarkError(f"{p}: not valid JSON ({exc})") from None
     if not looks_like_pytest_benchmark(data):
         raise PytestBenchmarkError(
             f"{p}: not a pytest-benchmark JSON file (no 'benchmarks' list; write one with "

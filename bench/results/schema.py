@@ -159,6 +159,24 @@ COLUMN_TYPES: dict[str, str] = {
     for c in CORE_COLUMNS + ENV_COLUMNS
 }
 INT_COLUMNS: tuple[str, ...] = tuple(c for c, t in COLUMN_TYPES.items() if t == "int")
+# Numeric columns that may be negative; every other int/float column is a count, a size, a time or
+# a rate, never below 0 (``bench.results.loader`` refuses a negative one).
+SIGNED_COLUMNS: tuple[str, ...] = ("seed",)
+# Columns without which a CSV is not a results file that compare and the report can read.
+REQUIRED_COLUMNS: tuple[str, ...] = (
+    "schema_version",
+    "scenario",
+    "mode",
+    "precision",
+    "checkpointing",
+    "device",
+    "status",
+    "time_median_ms",
+    "config_key",
+)
+# Environment columns that must agree between two rows whose figures are compared (compare, the
+# report's AMP / checkpointing / scaling pairs): the same software and the same hardware.
+ENV_MATCH_COLUMNS: tuple[str, ...] = ("torch_version", "device", "device_name", "threads", "cpu_model")
 BOOL_COLUMNS: tuple[str, ...] = tuple(c for c, t in COLUMN_TYPES.items() if t == "bool")
 
 # Columns filled only by a successful measurement; failed and skipped rows leave them empty.

@@ -18,7 +18,8 @@
 - **One writer at a time**: ``lock()`` takes an advisory ``fcntl.flock`` on ``<csv>.lock`` for the
   whole sweep and writes the holder's pid there; a second run on the same file is refused
   (``ResultsLockedError`` names the holder's pid) instead of measuring the same configurations twice
-  while competing for the cores.
+  while competing for the cores. A lock file that cannot be written (a full disk) is
+  ``ResultsLockError``, one of them, so the run stops with one line before measuring anything.
 - Files are read as UTF-8 and must parse as CSV with the header's number of fields per row;
   anything else is ``ResultsFileError`` naming the file and the line, before any work.
 """
@@ -38,6 +39,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from bench.outputs import TMP_SUFFIX, remove_stale_temporaries
 from bench.results.schema import SchemaMismatchError, _with_seed, format_cell
 
 DEFAULT_RESULTS_DIR = Path("results")
@@ -107,6 +109,10 @@ class ResultsWriteError(OSError):
 
 class ResultsLockedError(RuntimeError):
     """Another process holds the results file's lock."""
+
+
+class ResultsLockError(ResultsLockedError):
+    """The lock file cannot be created or written (disk full, read-only folder); nothing was measured."""
 
 
 def read_header(path: Path | str) -> list[str] | None:
@@ -202,7 +208,8 @@ def _append_durably(path: Path, data: bytes) -> None:
 
 def _create_exclusively(path: Path, data: bytes) -> bool:
     """Create ``path`` holding ``data`` atomically; False when it already exists (someone else won)."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    remove_stale_temporaries(path)  # left by a creator killed between mkstemp and link
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=TMP_SUFFIX, dir=path.parent)
     try:
         _write_all(fd, data)
         os.fsync(fd)
@@ -323,7 +330,12 @@ class ResultsWriter:
             ResultsWriter._held[key][1] += 1
             self._lock_fd = ResultsWriter._held[key][0]
             return
-        fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise ResultsLockError(
+                f"cannot create the lock file {self.lock_path}: {exc.strerror or exc}"
+            ) from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -333,8 +345,15 @@ class ResultsWriter:
                 f"{self.path} is being written by another dlbench run (pid {holder}); wait for it to "
                 "finish or write to another --out"
             ) from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        except OSError as exc:  # a full disk: no run can write its rows either; stop before measuring
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)
+            raise ResultsLockError(
+                f"cannot write the lock file {self.lock_path}: {exc.strerror or exc}; nothing was measured"
+            ) from None
         ResultsWriter._held[key] = [fd, 1]
         self._lock_fd = fd
 

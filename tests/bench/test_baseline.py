@@ -108,7 +108,7 @@ def test_missing_or_foreign_baseline_exits_2(tmp_path: Path) -> None:
 
 
 def test_update_writes_a_file_that_then_checks(tmp_path: Path) -> None:
-    path = tmp_path / "sub" / "baseline.json"
+    path = tmp_path / "baseline.json"
     cases = [baseline.CASES[0]]
     written, data = baseline.update_baseline(path, cases=cases)
     assert written == path and data["kind"] == baseline.KIND and list(data["cases"]) == [ATTN]

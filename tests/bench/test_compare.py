@@ -27,6 +27,7 @@ from bench.results.compare import (
     norm,
     parse_threshold,
 )
+from tests.bench.results_helpers import another_run
 
 FIX = Path(__file__).resolve().parents[1] / "fixtures" / "compare"
 ROOT = Path(__file__).resolve().parents[2]
@@ -100,7 +101,7 @@ def test_env_mismatch_is_refused_then_allowed_with_a_label():
     assert c.env_label == "ENVIRONMENTS DIFFER: torch_version, threads"
     d = json.loads(to_json(c))
     assert d["allow_env_mismatch"] is True
-    assert {"field": "threads", "base": ["2"], "new": ["4"]} in d["env_mismatch"]
+    assert {"field": "threads", "base": ["2"], "new": ["4"], "pairs": 4} in d["env_mismatch"]
     assert "ENVIRONMENTS DIFFER" in to_markdown(c)
     assert {p.verdict for p in c.pairs} == {"same"}
 
@@ -160,15 +161,15 @@ def test_repeats_give_a_between_process_ci():
     assert q.to_dict()["ci_high"] is None  # strict JSON: no Infinity
 
 
-def test_several_files_a_side_are_processes():
-    c = compare([f("base.csv"), f("same.csv")], [f("slow.csv"), f("slow.csv")])
+def test_several_files_a_side_are_processes(tmp_path):
+    c = compare([f("base.csv"), f("same.csv")], [f("slow.csv"), another_run("slow.csv", tmp_path)])
     p = by_label(c)["attention train fp32"]
-    assert p.estimate.method == "repeats" and p.estimate.n_base == 2
+    assert p.estimate.method == "repeats" and p.estimate.n_base == 2 and p.estimate.n_new == 2
     assert p.estimate.ratio == pytest.approx(1.3)
 
 
-def test_without_samples_no_ci_and_inconclusive():
-    c = compare([f("nosamples.csv")], [f("nosamples.csv")])
+def test_without_samples_no_ci_and_inconclusive(tmp_path):
+    c = compare([f("nosamples.csv")], [another_run("nosamples.csv", tmp_path)])
     for p in c.pairs:
         assert p.verdict == "inconclusive" and p.ci_covers == "none" and p.estimate.ci_high == math.inf
 

@@ -11,6 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from bench.cli import app
+from tests.bench.results_helpers import another_run
 
 FIX = Path(__file__).resolve().parents[1] / "fixtures" / "compare"
 ROOT = Path(__file__).resolve().parents[2]
@@ -39,13 +40,12 @@ def test_base_new_table_and_exit_codes():
     assert r.exit_code == 0, r.output
 
 
-def test_new_option_spelling_and_several_inputs_a_side():
-    r = invoke(
-        f("base.csv"), f("same.csv"), "--new", f("slow.csv"), "--new", f("slow.csv"), "--format", "json"
-    )
+def test_new_option_spelling_and_several_inputs_a_side(tmp_path):
+    other = another_run("slow.csv", tmp_path)
+    r = invoke(f("base.csv"), f("same.csv"), "--new", f("slow.csv"), "--new", other, "--format", "json")
     assert r.exit_code == 0, r.output
     d = json.loads(r.stdout)
-    assert d["base"] == [f("base.csv"), f("same.csv")] and d["new"] == [f("slow.csv"), f("slow.csv")]
+    assert d["base"] == [f("base.csv"), f("same.csv")] and d["new"] == [f("slow.csv"), other]
     train = next(p for p in d["pairs"] if p["label"] == "attention train fp32")
     assert train["method"] == "repeats" and train["n_base"] == 2 and train["verdict"] == "slower"
 
@@ -59,7 +59,7 @@ def test_json_and_markdown_formats_and_out(tmp_path):
     assert slow["label"] == "attention train fp32" and slow["memory_delta_bytes"] == 1_048_576
     r = invoke(f("base.csv"), f("slow.csv"), "--format", "markdown")
     assert r.exit_code == 0 and r.stdout.startswith("# dlbench compare") and "| **slower** |" in r.stdout
-    out = tmp_path / "sub" / "cmp.json"
+    out = tmp_path / "cmp.json"
     r = invoke(f("base.csv"), f("slow.csv"), "--format", "json", "--out", str(out))
     assert r.exit_code == 0 and f"wrote {out}" in r.stdout.replace("\n", "")
     assert json.loads(out.read_text())["pairs"][1]["verdict"] == "slower"

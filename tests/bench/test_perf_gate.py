@@ -225,7 +225,7 @@ def _corrupt(doc: dict[str, Any], how: str) -> Any:
     [
         ("kind", "not a dlbench perf reference file"),
         ("version", "version 99"),
-        ("reference", "'reference' must be a positive ratio"),
+        ("reference", "'reference' must be a NEW/BASE ratio from 0.01 to 100"),
         ("tolerance", "'tolerance' must be a fraction"),
         ("missing", "no reference for check 'attention'"),
         ("stale", "re-measure it with `dlbench baseline update --ratios --check attention`"),
@@ -260,7 +260,7 @@ def test_missing_file_unreadable_file_and_unknown_check_exit_2(tmp_path: Path) -
 def test_update_writes_the_median_of_runs_and_keeps_other_checks(
     fake_workers: type[FakeClient], tmp_path: Path
 ) -> None:
-    path = tmp_path / "sub" / "perf.json"
+    path = tmp_path / "perf.json"
     written, doc = update_references(path, runs=3, slices=6)
     assert written == path and load_references(path) == json.loads(path.read_text())
     assert list(doc["checks"]) == ["attention", "optimizer", "checkpointing"] and doc["threads"] == 2

@@ -26,7 +26,7 @@ def test_markdown_report_has_a_row_per_configuration(attention_csv: Path, tmp_pa
     assert len(table) == 4
     assert all("ok" in ln and "tokens/s" in ln for ln in table)
     assert "| impl |" in text  # the varying parameter gets its own column
-    out = write_report([attention_csv], tmp_path / "r" / "report.md")
+    out = write_report([attention_csv], tmp_path / "report.md")
     assert out.read_text().startswith("# dlbench report")
 
 

@@ -253,7 +253,7 @@ def _no_ok_csv(tmp: Path) -> Path:
     ("case", "named"),
     [
         ("no_csv", "results: no CSV given"),
-        ("missing_csv", "results: no such file"),
+        ("missing_csv", "no such file"),
         ("no_ok_rows", "has no ok rows (4 error)"),
         ("not_a_results_csv", "results:"),
         ("out_dir_is_file", "out_dir:"),

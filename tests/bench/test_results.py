@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 
 from bench import results
+from bench.errors import UsageError
 from bench.run.sweep import SweepError, load_sweep
 
 REQUIRED = (
@@ -200,3 +201,25 @@ def test_header_of_a_real_run_matches_the_schema_table_and_its_docs(tmp_path):
     for col in results.INT_COLUMNS:
         if col in df.columns and df[col].notna().any():
             assert str(df[col].dtype) == "Int64", col
+
+
+def test_a_lock_file_that_cannot_be_written_stops_the_run_with_one_line(tmp_path, monkeypatch):
+    # a full disk before the first row: writing the pid into <file>.lock used to end in a traceback
+    import errno
+
+    from bench.registry import get_scenario
+    from bench.results import store
+    from bench.run.plan import _open_writer
+
+    def full(fd, data, offset):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(store.os, "pwrite", full)
+    out = tmp_path / "r.csv"
+    with pytest.raises(
+        results.ResultsLockError, match="cannot write the lock file .*No space left on device"
+    ):
+        results.ResultsWriter(out, results.columns_for(["batch_size"])).lock()
+    with pytest.raises(UsageError, match=r"^--out: cannot write the lock file .*s\.csv\.lock: No space left"):
+        _open_writer(get_scenario("_linear"), tmp_path / "s.csv")
+    assert not store.ResultsWriter._held  # the lock was released, nothing is held
