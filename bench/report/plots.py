@@ -27,6 +27,7 @@ from matplotlib.figure import Figure
 
 from bench.report.figures_common import DPI, Skipped
 from bench.report.figures_compare import forest_figure
+from bench.report.figures_compile import compile_figure
 from bench.report.figures_efficiency import mfu_figure, scaling_figure
 from bench.report.figures_memory import checkpointing_figure, memory_figure
 from bench.report.figures_perf import amp_figure, throughput_figure
@@ -83,6 +84,14 @@ FIGURES: tuple[FigureSpec, ...] = (
         "scaling_efficiency (job_throughput / (world_size x throughput of the parallel=none row)) per "
         "parallel mode and world_size, computed from those columns where the value is empty; dashed: linear.",
         scaling_figure,
+    ),
+    FigureSpec(
+        "compile",
+        "What torch.compile buys, and when it pays off",
+        "each compiled row against the compile=none row of the same configuration: eager time / compiled "
+        "time (bars: from both 95% CIs), compile_time_s (the cold start), and the break-even step count "
+        "compile_time_s / (eager step - compiled step); never where the compiled step is not faster.",
+        compile_figure,
     ),
 )
 

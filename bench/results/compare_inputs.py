@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.results.compare_spec import (
+    COMPILE_TIME_COLUMN,
     CONFIG_FIELDS,
     ENV_FIELDS,
     FLOPS_COLUMN,
@@ -163,7 +164,8 @@ def _processes_of(row: Mapping[str, str], rec: Mapping[str, Any] | None) -> tupl
     )
 
 
-_FIGURE_COLUMNS = tuple(dict.fromkeys([*(m.column for m in METRIC_LIST), FLOPS_COLUMN]))
+# the figures a Result keeps: each metric's, the FLOPs, and torch.compile's cold start (the break-even)
+_FIGURE_COLUMNS = tuple(dict.fromkeys([*(m.column for m in METRIC_LIST), FLOPS_COLUMN, COMPILE_TIME_COLUMN]))
 _UNIT_COLUMNS = tuple(m.unit_column for m in METRIC_LIST if m.unit_column)
 
 
