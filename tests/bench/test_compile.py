@@ -25,6 +25,7 @@ configuration) gives each build fresh in-memory caches.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -32,9 +33,11 @@ from typing import Any
 import pandas as pd
 import pytest
 import torch
+from typer.testing import CliRunner
 
 import bench.compiling
 from bench import api
+from bench.cli import app
 from bench.harness.compile_stats import CompileWatch
 from bench.registry import BuildContext, get_scenario
 from bench.workload import build_step
@@ -138,10 +141,24 @@ def _run(tmp_path: Path, scenario: str, **options: Any) -> tuple[list[dict[str, 
     return rows, records
 
 
-def test_encoder_rows_report_no_graph_break_and_one_shared_block_graph(
-    tmp_path: Path, aot_eager: None
-) -> None:
-    rows, records = _run(tmp_path, "encoder", compile="none,default")
+@pytest.fixture(scope="module")
+def encoder_csv(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``encoder`` eager and compiled (aot_eager), one CSV with its sidecar."""
+    folder = tmp_path_factory.mktemp("encoder_rows")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(bench.compiling, "BACKEND", "aot_eager")
+        _run(folder, "encoder", compile="none,default")
+    return folder / "encoder.csv"
+
+
+def _rows_and_records(csv: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    rows = list(api.load_results(csv).to_dict("records"))
+    records = [json.loads(line) for line in csv.with_suffix(".samples.jsonl").read_text().splitlines()]
+    return rows, records
+
+
+def test_encoder_rows_report_no_graph_break_and_one_shared_block_graph(encoder_csv: Path) -> None:
+    rows, records = _rows_and_records(encoder_csv)
     eager, comp = rows
     assert (eager["compile"], comp["compile"]) == ("none", "default")
     assert eager["status"] == comp["status"] == "ok", comp["reason"]
@@ -153,10 +170,54 @@ def test_encoder_rows_report_no_graph_break_and_one_shared_block_graph(
     assert comp["compile_time_s"] > 0
     assert comp["config_key"] == eager["config_key"] + "|compile=default"
     assert "compile" not in eager["config_key"]
+    assert comp["mem_method"] == "mem_tracker:eager" and eager["mem_method"] == "mem_tracker"
+    assert comp["flops_per_step"] == eager["flops_per_step"]  # the model's FLOPs either way
     rec = records[1]["compile"]
     assert rec["compiled"] == ["TransformerEncoderLayer x2", "loss"]
     assert rec["break_reasons"] == {} and rec["timed_compiles"] == 0
+    assert "compile" not in records[0]  # an eager row's sidecar has no compile record
     assert "torch.compile" not in str(comp["reason"])
+
+
+def test_compare_by_compile_gives_the_speed_up_and_the_break_even(encoder_csv: Path) -> None:
+    from bench.report.compare_format import as_dict
+    from bench.results.compare import compare_by
+    from bench.results.compare_pairs import break_even_steps
+
+    assert break_even_steps(10.0, 100.0, 0.5) == pytest.approx(200.0)  # 10 s / (0.1 s - 0.05 s)
+    assert break_even_steps(10.0, 100.0, 1.0) == math.inf  # not faster: never
+    d = as_dict(compare_by([encoder_csv], "compile"))
+    assert d["by"] == {"axis": "compile", "base_value": "none"}
+    (p,) = d["pairs"]
+    rows, _ = _rows_and_records(encoder_csv)
+    assert p["compile_time_s"] == pytest.approx(rows[1]["compile_time_s"])
+    # compile_time_s / (eager step - compiled step), from the ratio the CI is built on
+    saved_s = p["base_value"] / 1e3 * (1 - p["ratio"])
+    expected = "never" if saved_s <= 0 else pytest.approx(p["compile_time_s"] / saved_s)
+    assert p["break_even_steps"] == expected
+    assert "compile" in p["summary"] and (
+        "pays off after" in p["summary"] or "never pays off" in p["summary"]
+    )
+    r = CliRunner().invoke(app, ["compare", str(encoder_csv), "--by", "compile", "--format", "markdown"])
+    assert r.exit_code == 0, r.output
+    assert "compile=default" in r.output and "compile " in r.output
+
+
+def test_the_report_draws_the_compile_figure(encoder_csv: Path) -> None:
+    from matplotlib.figure import Figure
+
+    from bench.report.figures_compile import compile_figure
+
+    df = api.load_results(encoder_csv)
+    notes: list[str] = []
+    fig = compile_figure(df, notes)
+    assert isinstance(fig, Figure), fig
+    texts = [t.get_text() for ax in fig.get_axes() for t in ax.texts]
+    assert any(t.endswith(" s") for t in texts)  # the compile time
+    assert any("steps" in t or t == "never" for t in texts)  # the break-even
+    assert any(t.startswith("×") for t in texts)  # the speed-up
+    eager_only = df[df["compile"] == "none"]
+    assert "no compiled row" in str(compile_figure(eager_only, []))
 
 
 def test_item_mid_forward_is_a_graph_break_with_the_reason_in_the_sidecar(
