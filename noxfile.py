@@ -6,6 +6,7 @@ TORCH_SPEC picks the torch requirement (default torch==2.13.0, the CPU wheel on 
 """
 
 import os
+import signal
 import sys
 
 import nox
@@ -34,6 +35,29 @@ def typecheck(session: nox.Session) -> None:
     session.run("mypy")
 
 
+def _forward_sigterm() -> None:
+    """SIGTERM to nox (what a cancelled CI job sends) goes on to the command it runs.
+
+    nox stops its command only on KeyboardInterrupt, and then first waits ``interrupt_timeout``
+    for it to exit by itself: the handler sends SIGTERM to nox's children (the running dlbench
+    command, which cleans up its workers and folders and exits) and raises KeyboardInterrupt, so
+    nox waits for that cleanup instead of leaving ``baseline ratios`` and its workers running.
+    """
+
+    def handler(signum: int, frame: object) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # once: a second SIGTERM cannot cut it short
+        try:
+            import psutil
+
+            for child in psutil.Process().children():
+                child.send_signal(signal.SIGTERM)
+        except Exception:
+            pass
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, handler)
+
+
 @nox.session(venv_backend="none")
 def perf(session: nox.Session) -> None:
     """The regression gate: exact FLOPs/bytes (baseline.json), then interleaved timing ratios (perf.json).
@@ -41,10 +65,13 @@ def perf(session: nox.Session) -> None:
     Needs dlbench installed where nox runs (``pip install -e .[test]``). Posargs go to
     ``dlbench baseline ratios`` (e.g. ``nox -s perf -- --check attention``). After an intended
     change: ``dlbench baseline update`` (figures) or ``dlbench baseline update --ratios`` (timing).
+    SIGTERM (a cancelled CI job) reaches the running command, which stops its workers and exits.
     """
+    _forward_sigterm()
     dlbench = [sys.executable, "-m", "bench.cli", "baseline"]  # nox's interpreter: the current environment
-    session.run(*dlbench, "check")
-    session.run(*dlbench, "ratios", *session.posargs)
+    wait = {"interrupt_timeout": 60.0, "terminate_timeout": 30.0}  # let dlbench finish its cleanup
+    session.run(*dlbench, "check", **wait)
+    session.run(*dlbench, "ratios", *session.posargs, **wait)
 
 
 @nox.session

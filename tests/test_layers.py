@@ -45,6 +45,8 @@ TORCH_FREE = [
     # the profile package resolves its names lazily: its summary and HTA parts need no torch
     "import bench.profile, bench.profile.summary, bench.profile.hta",
     "import bench.errors, bench.constraints, bench.registry",
+    # what every command uses to own, clean up and write: the standard library (and psutil) only
+    "import bench.owned, bench._guardian, bench.signals, bench.outputs",
     "import bench.run.request, bench.run.sweep, bench.run.grid",
     "import bench.gate, bench.gate.perf, bench.gate.baseline, bench.gate.interleave",
     "import bench.results.compare, bench.results.pytest_benchmark",

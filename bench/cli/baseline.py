@@ -9,7 +9,7 @@ unreadable or foreign baseline (another torch build or machine kind, unless ``--
 ``baseline ratios``: 0 every timing ratio within its reference's tolerance (or faster), 1 a check
 significantly slower than its reference beyond the tolerance, or one that could not measure (each
 named), 2 a bad, missing or stale reference file, one measured under another torch build, thread
-count or machine kind (unless ``--force``), or an unknown ``--check``; 130 interrupted.
+count or machine kind (unless ``--force``), or an unknown ``--check``; 130 SIGINT, 143 SIGTERM.
 ``baseline update``: 0 written, 1 the write failed (the old file is whole), 2 bad input.
 """
 
@@ -23,6 +23,7 @@ import typer
 
 from bench.cli import app, usage_error
 from bench.cli.gate import FORMATS, _sigterm_as_interrupt
+from bench.signals import exit_code
 
 baseline_app = typer.Typer(
     help=(
@@ -81,7 +82,13 @@ _CHECK_OPT = typer.Option(
 )
 
 
-_STATUS_STYLE = {"ok": "green", "faster": "bold green", "slower": "bold red", "error": "bold red"}
+_STATUS_STYLE = {
+    "ok": "green",
+    "faster": "bold green",
+    "slower": "bold red",
+    "unclear": "bold red",
+    "error": "bold red",
+}
 
 
 def _fmt_ci(o: dict[str, Any]) -> str:
@@ -212,9 +219,9 @@ def baseline_ratios_cmd(
             check_output_path(out, flag="--out", inputs=[path])
         with _sigterm_as_interrupt():
             report = run_checks(path, check, slices=slices, on_outcome=progress)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         typer.secho("interrupted: workers stopped", err=True)
-        raise typer.Exit(130) from None
+        raise typer.Exit(exit_code(exc)) from None
     except UsageError as exc:
         raise usage_error(str(exc)) from None
     except WorkerError as exc:  # run_checks turns these into "error" outcomes; defensive
@@ -293,9 +300,9 @@ def baseline_update_cmd(
             raise usage_error(str(exc)) from None
         except OutputWriteError as exc:
             raise _write_failed(exc) from None
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as exc:
             typer.secho("interrupted: the file was not written", err=True)
-            raise typer.Exit(130) from None
+            raise typer.Exit(exit_code(exc)) from None
         n = sum(len(c["figures"]) for c in data["cases"].values())
         typer.echo(
             f"wrote {written}: {len(data['cases'])} cases, {n} figures (torch {data['torch_version']})"
@@ -314,9 +321,9 @@ def baseline_update_cmd(
     try:
         with _sigterm_as_interrupt():
             written, doc = update_references(perf, check, runs=runs, slices=slices, on_run=progress)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         typer.secho("interrupted: workers stopped; the file was not written", err=True)
-        raise typer.Exit(130) from None
+        raise typer.Exit(exit_code(exc)) from None
     except UsageError as exc:
         raise usage_error(str(exc)) from None
     except OutputWriteError as exc:

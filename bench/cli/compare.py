@@ -24,6 +24,7 @@ from typing import Annotated, Any
 import typer
 
 from bench.cli import app, usage_error
+from bench.signals import exit_code
 
 FORMATS = ("table", "markdown", "json")
 _VERDICT_STYLE = {
@@ -122,7 +123,19 @@ def compare_cmd(
         str | None,
         typer.Option("--base", help="With --by: the base value (default: fp32, none, or the smallest)."),
     ] = None,
-    metric: Annotated[str, typer.Option("--metric", help="time, throughput, memory, mfu.")] = "time",
+    metric: Annotated[
+        str,
+        typer.Option(
+            "--metric",
+            help="time, throughput, memory, mfu, energy. energy: energy_j_per_item, the joules per item over "
+            "the timed steps (per item, not per step: the same ratio when items per step match, and still "
+            "the same work when they do not, e.g. --by batch_size); its CI comes from per-repeat energies "
+            "(--repeat rows, or several runs a side), while one reading a side gives the ratio without a CI "
+            "(verdict inconclusive); verdicts read faster / slower for less / more energy; rows without "
+            "energy are left out with the reason; figures from different counters (energy_source, "
+            "energy_scope, energy_devices) get no ratio.",
+        ),
+    ] = "time",
     threshold: Annotated[
         str, typer.Option("--threshold", help="Changes smaller than this are 'same' (5% or 0.05).")
     ] = "5%",
@@ -226,9 +239,9 @@ def compare_cmd(
         except OutputWriteError as exc:
             typer.secho(f"Error: --out: {exc}", err=True, fg=typer.colors.RED)
             raise typer.Exit(1) from None
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as exc:
             typer.secho(f"interrupted: {out} was not changed", err=True)
-            raise typer.Exit(130) from None
+            raise typer.Exit(exit_code(exc)) from None
         _print_table(result, console, limit)
         console.print(f"wrote {out}", soft_wrap=True, highlight=False, markup=False)
     elif fmt == "json":

@@ -1,15 +1,15 @@
 """``dlbench gate``: interleaved BASE/NEW timing (``dlbench baseline`` is ``bench.cli.baseline``).
 
-Exit codes of ``gate``: 0 no significant regression beyond ``--threshold`` (verdict faster, same or
-inconclusive); 1 a regression (verdict "slower"), or the gate could not measure (a worker died or
-timed out: a gate fails closed); 2 bad input (nothing started); 130 interrupted.
+Exit codes of ``gate``: 0 no significant regression beyond ``--threshold`` (verdict faster, same, or
+inconclusive with the median ratio within it); 1 a regression (verdict "slower"), an inconclusive
+result whose median ratio is beyond the threshold, or the gate could not measure (a worker died or
+timed out: a gate fails closed); 2 bad input (nothing started); 130 SIGINT, 143 SIGTERM.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
-import signal
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -24,20 +24,12 @@ FORMATS = ("table", "markdown", "json")
 
 @contextlib.contextmanager
 def _sigterm_as_interrupt() -> Iterator[None]:
-    """SIGTERM (a cancelled CI job) raises KeyboardInterrupt, so workers and worktrees are cleaned up."""
+    """SIGTERM (a cancelled CI job) interrupts like Ctrl-C, once: a second signal cannot cut the
+    cleanup short (``bench.signals.interrupts``), so workers and temporary trees are always removed."""
+    from bench.signals import interrupts
 
-    def handler(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt
-
-    try:
-        previous = signal.signal(signal.SIGTERM, handler)
-    except ValueError:  # not the main thread (e.g. inside a test runner thread)
+    with interrupts(ignore_after=True):
         yield
-        return
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 def _progress(console: Any) -> Any:
@@ -61,14 +53,40 @@ def _progress(console: Any) -> Any:
     return bar, update
 
 
+def _plain_progress() -> Callable[[str, int, int], None]:
+    """Progress as plain lines on stderr when it is not a terminal (CI logs): each stage once, then
+    the measured slices at every quarter."""
+    said: set[str] = set()
+    quarters: set[int] = set()
+
+    def update(stage: str, done: int, total: int) -> None:
+        if stage == "start":
+            if "start" not in said:
+                typer.echo(f"gate: starting {total} workers", err=True)
+        elif stage == "warmup":
+            if "warmup" not in said:
+                typer.echo("gate: workers ready; warm-up slices", err=True)
+        elif stage == "measure":
+            if "measure" not in said:
+                typer.echo(f"gate: measuring interleaved slices ({total} in all)", err=True)
+            q = 4 * done // max(1, total)
+            if q not in quarters and q > 0:
+                quarters.add(q)
+                typer.echo(f"gate: slice {done}/{total}", err=True)
+        said.add(stage)
+
+    return update
+
+
 _VERDICT_STYLE = {"slower": "bold red", "faster": "bold green", "same": "green", "inconclusive": "yellow"}
 
 
 def print_table(d: dict[str, Any], console: Any) -> None:
     """The gate result for people: both sides, the ratio with its CI, the verdict."""
+    from rich.markup import escape
     from rich.table import Table
 
-    from bench.gate.interleave import VERDICT_TEXT, fmt_ratio_ci
+    from bench.gate.interleave import FAIL_CLOSED_TEXT, VERDICT_TEXT, built_text, fmt_ratio_ci
     from bench.report.format import fmt
 
     cfg = d["config"]
@@ -77,9 +95,15 @@ def print_table(d: dict[str, Any], console: Any) -> None:
     table.add_column("side", style="bold")
     table.add_column("source")
     table.add_column("median step", justify="right")
+    table.add_column("built")
     for name in ("base", "new"):
         side = d[name]
-        table.add_row(name.upper(), side["label"], f"{fmt(side['median_ms'], '.4g')} ms")
+        table.add_row(
+            name.upper(),
+            escape(side["label"]),
+            f"{fmt(side['median_ms'], '.4g')} ms",
+            escape(built_text(side)),
+        )
     console.print(table)
     p = d.get("p_value")
     console.print(
@@ -89,8 +113,12 @@ def print_table(d: dict[str, Any], console: Any) -> None:
     )
     if len(d.get("per_pair", [])) > 1:
         console.print("per pair: " + ", ".join(f"{p_['ratio']:.3f}" for p_ in d["per_pair"]), style="dim")
+    for note in d.get("notes", []):
+        console.print(f"note: {escape(note)}", style="dim")
     style = _VERDICT_STYLE.get(d["verdict"], "white")
     console.print(f"[{style}]{d['verdict']}[/]: {VERDICT_TEXT.get(d['verdict'], '')}")
+    if d.get("fail_closed"):
+        console.print(f"[bold red]{FAIL_CLOSED_TEXT}[/]")
 
 
 @app.command("gate")
@@ -105,7 +133,11 @@ def gate_cmd(
     ],
     base: Annotated[
         str | None,
-        typer.Option("--base", help="BASE: a git ref (temporary worktree) or a directory. \\[default: .]"),
+        typer.Option(
+            "--base",
+            help="BASE: a git ref (exported with git archive into a folder dlbench owns; nothing is "
+            "written into the repository) or a directory; an empty value is refused. \\[default: .]",
+        ),
     ] = None,
     new: Annotated[
         str | None, typer.Option("--new", help="NEW: a git ref or a directory. \\[default: .]")
@@ -141,7 +173,9 @@ def gate_cmd(
     threshold: Annotated[
         str, typer.Option("--threshold", help="Slowdown that counts as a regression: 5% or 0.05.")
     ] = "5%",
-    slices: Annotated[int, typer.Option("--slices", help="Measured slices per worker pair and side.")] = 12,
+    slices: Annotated[
+        int, typer.Option("--slices", help="Measured slices per worker pair and side (x --pairs >= 6).")
+    ] = 12,
     slice_time: Annotated[float, typer.Option("--slice-time", help="Seconds per slice.")] = 0.25,
     pairs: Annotated[int, typer.Option("--pairs", help="BASE/NEW worker process pairs.")] = 2,
     aa: Annotated[
@@ -157,14 +191,20 @@ def gate_cmd(
     """Is NEW slower than BASE? Both timed interleaved, in the same time windows, on this machine.
 
     Exit 1 when the slowdown is significant (the CI of the median slice ratio lies above 1) and
-    beyond --threshold; 0 otherwise; 2 on bad input.
+    beyond --threshold, or inconclusive with the median ratio beyond it (the gate fails closed), or
+    when it could not measure; 0 otherwise; 2 on bad input (fewer than 6 slice ratios, an empty
+    --base/--new, sides that built different configurations unasked); 130/143 on SIGINT/SIGTERM.
     """
     from bench.errors import UsageError
     from bench.gate import WorkerError, plan_gate, render_markdown, run_gate
+    from bench.outputs import check_output_path
+    from bench.signals import exit_code
 
     if fmt_ not in FORMATS:
         raise usage_error(f"--format: unknown format {fmt_!r}; expected one of {list(FORMATS)}")
     try:
+        if out is not None:
+            out = check_output_path(out, flag="--out")
         plan = plan_gate(
             scenario,
             base=base,
@@ -190,18 +230,18 @@ def gate_cmd(
 
     err = Console(stderr=True)
     bar: Any = contextlib.nullcontext()
-    update = None
+    update = _plain_progress()
     if err.is_terminal:
         bar, update = _progress(err)
     try:
         with _sigterm_as_interrupt(), bar:
             result = run_gate(plan, progress=update)
-    except KeyboardInterrupt:
-        typer.secho("interrupted: workers stopped, temporary worktrees removed", err=True)
-        raise typer.Exit(130) from None
+    except KeyboardInterrupt as exc:
+        typer.secho("interrupted: workers stopped, temporary trees removed", err=True)
+        raise typer.Exit(exit_code(exc)) from None
     except UsageError as exc:
         raise usage_error(str(exc)) from None
-    except WorkerError as exc:
+    except (WorkerError, RuntimeError) as exc:  # a worker died or timed out; a ref could not be exported
         typer.secho(f"Error: the gate could not measure: {exc}", err=True, fg=typer.colors.RED)
         raise typer.Exit(1) from None
     _emit(result.to_dict(), fmt_, out, markdown=render_markdown, table=print_table)
@@ -228,11 +268,14 @@ def _emit(
 
 
 def _write_out(out: Path | None, text: str) -> None:
+    """``--out``, written atomically (a reader never sees half of it; a failure keeps the old file)."""
     if out is None:
         return
+    from bench.outputs import write_atomic
+
     try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(text, encoding="utf-8")
-    except OSError as exc:
-        typer.secho(f"Error: --out: cannot write {out}: {exc.strerror or exc}", err=True, fg=typer.colors.RED)
-        raise typer.Exit(2) from None
+        write_atomic(out, text)
+    except (OSError, RuntimeError) as exc:
+        why = getattr(exc, "strerror", None) or exc
+        typer.secho(f"Error: --out: cannot write {out}: {why}", err=True, fg=typer.colors.RED)
+        raise typer.Exit(1) from None

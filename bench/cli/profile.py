@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from shlex import quote
 from typing import Annotated, Any
 
 import typer
@@ -60,8 +61,14 @@ _HELP = "\n\n".join(
         "top_ops and summary.json in DIR/rank<r>/. `dlbench report --profile DIR` takes the whole "
         "folder (one profile per rank) or one DIR/rank<r>. A rank that fails or a job past --timeout "
         "exits 1 with one line naming the rank; nothing of the job is left running.",
+        "The profile runs in a child process (a parallel one as a torchrun job) under --timeout, and "
+        "is written into a staging folder beside --out that is renamed into place only when the whole "
+        "profile is there: an error, a timeout, Ctrl-C or SIGTERM leaves no partial trace and no "
+        "process. An --out that already holds a profile is refused (old and new traces would mix in "
+        "TensorBoard) unless --overwrite, which replaces it whole.",
         "Bad input exits 2 before anything is built or written. One configuration only: one value per "
-        "option (one strategy, one pipeline schedule).",
+        "option (one strategy, one pipeline schedule). At most 100 recorded steps (--warmup, --active): "
+        "the profiler holds them all in memory.",
     ]
 )
 
@@ -136,19 +143,29 @@ def profile_cmd(
     ] = None,
     timeout: Annotated[
         float | None,
-        typer.Option("--timeout", help="Seconds for a parallel profile's whole job. \\[default: 600]"),
+        typer.Option(
+            "--timeout", help="Seconds for the whole profile (a parallel one: its job). \\[default: 600]"
+        ),
     ] = None,
+    overwrite: Annotated[
+        bool,
+        typer.Option("--overwrite", help="Replace an --out folder that already holds a profile, whole."),
+    ] = False,
+    oversubscribe: Annotated[
+        bool,
+        typer.Option("--oversubscribe", help="Allow more --nproc ranks than CPU cores on the CPU."),
+    ] = False,
     wait: Annotated[
         int | None, typer.Option("--wait", help="Steps run before recording starts. \\[default: 1]")
     ] = None,
     warmup: Annotated[
         int | None,
         typer.Option(
-            "--warmup", help="Steps recorded and thrown away (lazy state, allocator). \\[default: 1]"
+            "--warmup", help="Steps recorded and thrown away (lazy state, allocator), <= 100. \\[default: 1]"
         ),
     ] = None,
     active: Annotated[
-        int | None, typer.Option("--active", help="Steps recorded and kept, >= 1. \\[default: 3]")
+        int | None, typer.Option("--active", help="Steps recorded and kept, 1 to 100. \\[default: 3]")
     ] = None,
     with_stack: Annotated[
         bool,
@@ -184,6 +201,8 @@ def profile_cmd(
             seed=seed,
             channels_last=channels_last or None,
             parallel=parallel,
+            overwrite=overwrite,
+            oversubscribe=oversubscribe or None,
             **{
                 k: v
                 for k, v in (
@@ -198,18 +217,27 @@ def profile_cmd(
     except (UsageError, ValueError) as exc:
         raise usage_error(_flag_names(str(exc))) from None
     typer.echo(f"profiling {plan.describe()} into {plan.out_dir}", err=True)
-    from bench.profile.scenario import ParallelProfileError, ParallelProfileResult
+    from bench.profile.scenario import ParallelProfileError, ParallelProfileResult, ProfileError
+    from bench.signals import exit_code, interrupts
 
     try:
-        res = plan.run()
-    except KeyboardInterrupt:
-        typer.secho("interrupted: no profile written", err=True)
-        raise typer.Exit(130) from None
+        with interrupts(
+            ignore_after=True
+        ):  # SIGTERM like Ctrl-C; a second signal cannot cut the cleanup short
+            res = plan.run()
+    except KeyboardInterrupt as exc:
+        typer.secho("interrupted: no profile written, nothing left running", err=True)
+        raise typer.Exit(exit_code(exc)) from None
     except ParallelProfileError as exc:
         typer.secho(
             f"error: parallel profile failed ({exc.status}): {' '.join(exc.reason.split())}", err=True
         )
         raise typer.Exit(1) from None
+    except ProfileError as exc:
+        typer.secho(f"error: profile failed ({exc.status}): {' '.join(exc.reason.split())}", err=True)
+        raise typer.Exit(1) from None
+    except UsageError as exc:  # the --out folder changed while the profile ran
+        raise usage_error(str(exc)) from None
     if isinstance(res, ParallelProfileResult):
         _echo_parallel(res)
         return
@@ -233,8 +261,8 @@ def profile_cmd(
     typer.echo(f"note: {res.memory_timeline_note}")
     for note in res.notes:
         typer.echo(f"note: {note}")
-    typer.echo(f"open: tensorboard --logdir {res.out_dir}   (the torch-tb-profiler plugin)")
-    typer.echo(f"report: dlbench report RESULTS.csv --profile {res.artifacts_dir}")
+    typer.echo(f"open: tensorboard --logdir {quote(str(res.out_dir))}   (the torch-tb-profiler plugin)")
+    typer.echo(f"report: dlbench report RESULTS.csv --profile {quote(str(res.artifacts_dir))}")
 
 
 def _shares(summary: dict[str, Any]) -> str:
@@ -265,5 +293,8 @@ def _echo_parallel(res: Any) -> None:
     for note in res.notes:
         typer.echo(f"note: {note}")
     workers = ", ".join(str(r.get("worker_name")) for r in res.ranks)
-    typer.echo(f"open: tensorboard --logdir {res.out_dir}   (torch-tb-profiler workers {workers})")
-    typer.echo(f"report: dlbench report RESULTS.csv --profile {res.out_dir}   (every rank; or DIR/rank<r>)")
+    typer.echo(
+        f"open: tensorboard --logdir {quote(str(res.out_dir))}   (torch-tb-profiler workers {workers})"
+    )
+    where = quote(str(res.out_dir))
+    typer.echo(f"report: dlbench report RESULTS.csv --profile {where}   (every rank, or DIR/rank<r>)")

@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from bench.cli import app, usage_error
+from bench.signals import exit_code
 
 # build_report names its arguments; the CLI names the flags
 _FLAGS = {
@@ -101,9 +102,9 @@ def report_cmd(
     except OutputWriteError as exc:
         typer.secho(f"Error: --out: {exc}", err=True, fg=typer.colors.RED)
         raise typer.Exit(1) from None
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         typer.secho("interrupted: the previous report (if any) is unchanged", err=True)
-        raise typer.Exit(130) from None
+        raise typer.Exit(exit_code(exc)) from None
     typer.echo(f"wrote {res.index_html}")
     typer.echo(f"wrote {res.summary_md}")
     if res.figures:

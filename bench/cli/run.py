@@ -223,10 +223,29 @@ def run_cmd(
         str | None,
         typer.Option(
             "--rdzv-endpoint",
-            help="HOST:PORT of the rendezvous, node 0's address, the same on every node; required with "
-            "--nnodes > 1. \\[default: 127.0.0.1 and a free port, one node]",
+            help="HOST:PORT of the rendezvous (node 0's address, the same on every node; required with "
+            "--nnodes > 1). \\[default: 127.0.0.1 and a free port, one node] A non-loopback endpoint LISTENS "
+            "ON THE NETWORK (an unauthenticated store on node 0): trusted networks only. Loopback or none: "
+            "the job listens on loopback only.",
         ),
     ] = None,
+    rdzv_id: Annotated[
+        str | None,
+        typer.Option(
+            "--rdzv-id",
+            help="Run id of a multi-node run: the same on every node, new for every run (required with "
+            "--nnodes > 1), so two runs sharing an endpoint never join one rendezvous. One node: a "
+            "fresh id per job, always.",
+        ),
+    ] = None,
+    oversubscribe: Annotated[
+        bool,
+        typer.Option(
+            "--oversubscribe",
+            help="Allow more --nproc ranks per node than CPU cores on the CPU (refused otherwise: the "
+            "ranks would time their contention).",
+        ),
+    ] = False,
     rdzv_backend: Annotated[
         str | None,
         typer.Option(
@@ -284,15 +303,22 @@ def run_cmd(
             node_rank=node_rank,
             rdzv_endpoint=rdzv_endpoint,
             rdzv_backend=rdzv_backend,
+            rdzv_id=rdzv_id,
+            oversubscribe=oversubscribe or None,
         )
     except UsageError as exc:
         raise usage_error(str(exc)) from None
+    from bench.signals import exit_code, interrupts
+
     try:
         progress = RunProgress(plan.spec.name, len(plan.configs), varying_params(plan.configs))
-        summary = execute_plan(plan, progress=progress)
-    except KeyboardInterrupt:
+        with interrupts(
+            ignore_after=True
+        ):  # SIGTERM like Ctrl-C; a second signal cannot cut the cleanup short
+            summary = execute_plan(plan, progress=progress)
+    except KeyboardInterrupt as exc:
         typer.secho("interrupted: finished rows are in the CSV; rerun with --resume to go on", err=True)
-        raise typer.Exit(130) from None
+        raise typer.Exit(exit_code(exc)) from None
     except ResultsWriteError as exc:
         typer.secho(f"Error: {exc.strerror}; every row written before is kept", err=True, fg=typer.colors.RED)
         raise typer.Exit(1) from None

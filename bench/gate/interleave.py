@@ -20,11 +20,25 @@ How ``run_gate`` measures (``GateOptions``: W pairs, K slices of S seconds):
    and the ratio above 1 + threshold), "faster", "same" or "inconclusive".
 
 Only one worker computes at any time (the others block on a pipe), so the sides never share the
-cores with each other. Workers are killed on every way out (error, timeout, Ctrl-C) and a worker
-that dies is a ``WorkerError`` naming it. ``plan_gate`` checks every input before anything starts
-(``UsageError`` naming the argument): threshold, slice counts, scenario, preset, parameters, modes,
-precisions, the trees, and that BASE and NEW differ in tree or parameters (unless ``aa``, the
-A/A check of the gate's own noise).
+cores with each other. Everything a gate starts or writes belongs to one owned entry
+(``bench.owned``): the exported trees, and every worker (each in a process group of its own,
+carrying the entry's marker). On every way out (error, timeout, SIGINT, SIGTERM) the workers'
+groups and every marked process are killed and the entry removed, shielded from a second signal;
+if the gate is killed outright, its guardian or the next dlbench command does it. A worker that
+dies is a ``WorkerError`` naming it.
+
+It fails closed. ``plan_gate`` checks every input before anything starts (``UsageError`` naming
+the argument): threshold, scenario, preset, parameters, modes, precisions, the trees (an empty
+``--base`` / ``--new`` is refused), that BASE and NEW differ in tree or parameters (unless ``aa``,
+the A/A check of the gate's own noise), and that W x K slice ratios can give a bounded CI at all
+(``check_slice_count``: at least 6 at 95 %; with fewer the CI is (0, inf) and a 2x slowdown would
+pass as "inconclusive"). Once the workers are ready, the configurations they *built* (each tree
+fills in its own defaults) must agree except where ``--base-param`` / ``--new-param`` asked them to
+differ (``check_built``); otherwise a NEW tree that lowered a default would be reported faster.
+
+``run_gate`` = materialize both trees + ``measure_trees``; ``measure_trees(plan, paths)`` measures
+two trees already on disk and returns the ``GateResult`` (verdict, ratio, CI, slices), which is
+what a bisection calls once per probe.
 
 Library only (no rich, no typer); the CLI (``bench.cli.gate``) renders the result.
 """
@@ -44,6 +58,7 @@ from typing import Any
 from bench.errors import UsageError
 from bench.gate.trees import Tree, materialize, resolve_tree, same_tree
 from bench.gate.worker import PLANT_ENV_VAR, WorkerClient, WorkerError, WorkerUsageError
+from bench.signals import interrupted, shield
 
 RUN_KEYS: tuple[str, ...] = ("mode", "precision", "checkpointing")  # run options a K=V may set per side
 SIDES: tuple[str, ...] = ("base", "new")
@@ -179,6 +194,41 @@ def parse_assignments(items: Sequence[str] | Mapping[str, Any] | None, flag: str
     return out
 
 
+def min_slices(confidence: float = 0.95) -> int:
+    """The fewest slice ratios whose order-statistic CI of the median is bounded (6 at 95 %)."""
+    from bench.stats import order_stat_ranks
+
+    n = 1
+    while order_stat_ranks(n, confidence) is None:
+        n += 1
+    return n
+
+
+def check_slice_count(
+    slices: int,
+    pairs: int = 1,
+    *,
+    confidence: float = 0.95,
+    flag: str = "--slices",
+    pairs_flag: str = "--pairs",
+) -> None:
+    """``UsageError`` when ``pairs x slices`` ratios cannot bound the CI, so no slowdown could fail.
+
+    With fewer than ``min_slices`` ratios the distribution-free CI of the median is (0, inf): the
+    verdict can never be "slower" (a gate) nor a CI above a limit (a perf check), and a planted 2x
+    slowdown would exit 0. Shared by ``plan_gate`` and ``bench.gate.perf``.
+    """
+    need = min_slices(confidence)
+    if slices * pairs >= need:
+        return
+    per = -(-need // pairs)  # ceil: slices per pair that reach ``need``
+    shape = f"{flag} {slices} x {pairs_flag} {pairs}" if pairs_flag else f"{flag} {slices} x {pairs} pair(s)"
+    raise UsageError(
+        f"{flag}: {shape} = {slices * pairs} slice ratio(s), too few for a {confidence:.0%} CI "
+        f"(at least {need}): the gate could never report a slowdown; use {flag} {per} or more"
+    )
+
+
 def _check_count(flag: str, value: Any, lo: int, hi: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
         raise UsageError(f"{flag}: expected an integer from {lo} to {hi}, got {value!r}")
@@ -226,6 +276,7 @@ def plan_gate(
     t = parse_threshold(threshold)
     k = _check_count("--slices", slices, 1, 10_000)
     w = _check_count("--pairs", pairs, 1, 16)
+    check_slice_count(k, w)
     try:
         s = float(slice_time_s)
     except (TypeError, ValueError):
@@ -351,11 +402,25 @@ class GateResult:
     slices: list[SliceRecord]
     workers: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     elapsed_s: float = 0.0
+    built: dict[str, dict[str, Any]] = field(default_factory=dict)  # what each side's workers built
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def fail_closed(self) -> bool:
+        """Inconclusive, and the median ratio itself lies beyond the threshold: the gate fails closed.
+
+        The CI is too wide to call it "slower", but the data lean that way; passing it would let a
+        2x slowdown through whenever one noisy slice widens the CI (at 6 slice ratios the CI is their
+        (min, max)). More slices decide either way.
+        """
+        return (
+            self.verdict == "inconclusive" and float(self.estimate.ratio) > 1.0 + self.plan.options.threshold
+        )
 
     @property
     def exit_code(self) -> int:
-        """1 on a significant regression beyond the threshold ("slower"), else 0."""
-        return 1 if self.verdict == "slower" else 0
+        """1 on a significant regression beyond the threshold ("slower") or ``fail_closed``, else 0."""
+        return 1 if self.verdict == "slower" or self.fail_closed else 0
 
     def side_dict(self, side: Side) -> dict[str, Any]:
         key = f"{side.name}_median_ms"
@@ -366,6 +431,7 @@ class GateResult:
             "params": dict(side.given),
             **side.run_options(),
             "median_ms": statistics.median(medians) if medians else None,
+            "built": self.built.get(side.name, {}),
             "workers": self.workers.get(side.name, []),
         }
 
@@ -395,8 +461,10 @@ class GateResult:
             "method": est.method,
             "n_slices": len(self.slices),
             "verdict": self.verdict,
+            "fail_closed": self.fail_closed,
             "exit_code": self.exit_code,
             "note": getattr(est, "note", ""),
+            "notes": list(self.notes),
             "per_pair": self.per_pair(),
             "slices": [s.to_dict() for s in self.slices],
             "base": self.side_dict(self.plan.base),
@@ -428,45 +496,121 @@ def _check_ready(client: WorkerClient, msg: Mapping[str, Any], tree_path: Path) 
     return {k: msg.get(k) for k in keep}
 
 
+class ConfigMismatch(UsageError):
+    """BASE and NEW built configurations that differ where nobody asked them to (exit 2)."""
+
+
+def check_built(plan: GatePlan, built: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    """Compare what each side's workers built; ``ConfigMismatch`` on a difference nobody asked for.
+
+    A key given with ``--base-param`` / ``--new-param`` may differ (that is the comparison). Any
+    other scenario parameter or run option present on both sides must be equal: each tree fills in
+    its own defaults, and a NEW tree that lowered one would otherwise be reported faster with the
+    same parameters shown for both sides. A parameter only one tree has (NEW added it) is allowed
+    and returned as a note.
+    """
+    asked = set(plan.base.given) | set(plan.new.given)
+    b, n = built.get("base") or {}, built.get("new") or {}
+    if not b or not n:
+        return []
+    bp, np_ = dict(b.get("params") or {}), dict(n.get("params") or {})
+    diffs = [
+        f"{k}: BASE {bp[k]!r}, NEW {np_[k]!r}" for k in bp if k in np_ and bp[k] != np_[k] and k not in asked
+    ]
+    diffs += [
+        f"{k}: BASE {b.get(k)!r}, NEW {n.get(k)!r}"
+        for k in ("preset", *RUN_KEYS, "device")
+        if b.get(k) != n.get(k) and k not in asked
+    ]
+    if diffs:
+        raise ConfigMismatch(
+            "BASE and NEW built different configurations (each tree fills in its own defaults): "
+            + "; ".join(diffs)
+            + ". Pin them for both sides with -p KEY=VALUE, or compare them on purpose with "
+            "--base-param/--new-param"
+        )
+    notes = [f"only BASE has parameter {k}={bp[k]!r}" for k in bp if k not in np_]
+    notes += [f"only NEW has parameter {k}={np_[k]!r}" for k in np_ if k not in bp]
+    return notes
+
+
 def run_gate(
     plan: GatePlan,
     *,
     progress: Progress | None = None,
     on_workers: Callable[[list[int]], None] | None = None,
     new_env: Mapping[str, str | None] | None = None,
+    owner: Any = None,
 ) -> GateResult:
-    """Measure ``plan`` (see the module docstring) and return the ``GateResult``.
+    """Materialize both trees, then ``measure_trees``; everything it made is gone when it returns.
 
-    ``new_env`` adds environment entries for NEW's workers. ``DLBENCH_PLANT_SLOWDOWN`` from this
-    process's environment reaches NEW's workers only (BASE's never see it), so a planted slowdown
-    is always in NEW. ``on_workers`` receives the worker pids once they are started (tests check
-    that none outlives the gate). Raises ``WorkerError`` when a worker dies, times out or fails,
-    ``UsageError`` when a tree rejects the configuration, after killing every worker.
+    ``owner``: the ``bench.owned.Owned`` entry to work in (a bisection keeps one for all its
+    probes); by default a fresh one, with a guardian, removed on the way out.
+    """
+    if owner is None:
+        from bench.owned import owned
+
+        with owned("gate", guard=True) as mine:
+            return run_gate(plan, progress=progress, on_workers=on_workers, new_env=new_env, owner=mine)
+    with ExitStack() as stack:
+        paths: dict[str, Path] = {"base": stack.enter_context(materialize(plan.base.tree, owner=owner))}
+        if same_tree(plan.base.tree, plan.new.tree):
+            paths["new"] = paths["base"]
+        else:
+            paths["new"] = stack.enter_context(materialize(plan.new.tree, owner=owner))
+        return measure_trees(
+            plan, paths, progress=progress, on_workers=on_workers, new_env=new_env, owner=owner
+        )
+
+
+def measure_trees(
+    plan: GatePlan,
+    paths: Mapping[str, Path],
+    *,
+    progress: Progress | None = None,
+    on_workers: Callable[[list[int]], None] | None = None,
+    new_env: Mapping[str, str | None] | None = None,
+    owner: Any = None,
+) -> GateResult:
+    """Measure ``plan`` with BASE's code from ``paths["base"]`` and NEW's from ``paths["new"]``.
+
+    Returns the ``GateResult`` (verdict, ratio and CI, every slice). ``new_env`` adds environment
+    entries for NEW's workers. ``DLBENCH_PLANT_SLOWDOWN`` from this process's environment reaches
+    NEW's workers only (BASE's never see it), so a planted slowdown is always in NEW. ``owner``
+    (``bench.owned.Owned``) marks every worker, so none can outlive it. ``on_workers`` receives the
+    worker pids once they are started (tests check that none outlives the gate). Raises
+    ``WorkerError`` when a worker dies, times out or fails, ``UsageError`` when a tree rejects the
+    configuration, ``ConfigMismatch`` when the sides built different configurations, after
+    killing every worker (shielded from a second signal).
     """
     from bench.stats.compare import ratio_from_slices, verdict
 
     opts = plan.options
     t_start = time.monotonic()
-    envs: dict[str, Mapping[str, str | None]] = {"base": {PLANT_ENV_VAR: None}, "new": dict(new_env or {})}
+    marker: dict[str, str] = dict(owner.env) if owner is not None else {}
+    envs: dict[str, Mapping[str, str | None]] = {
+        "base": {**marker, PLANT_ENV_VAR: None},
+        "new": {**marker, **dict(new_env or {})},
+    }
     with ExitStack() as stack:
-        paths: dict[str, Path] = {"base": stack.enter_context(materialize(plan.base.tree))}
-        if same_tree(plan.base.tree, plan.new.tree):
-            paths["new"] = paths["base"]
-        else:
-            paths["new"] = stack.enter_context(materialize(plan.new.tree))
         sides = {"base": plan.base, "new": plan.new}
         workers: dict[str, list[WorkerClient]] = {"base": [], "new": []}
+
+        def close(client: WorkerClient) -> None:
+            client.close(hurry=interrupted() is not None)
+
         for w in range(opts.pairs):
             for name in SIDES:
                 client = WorkerClient(
                     f"{name.upper()}[{w}]", paths[name], plan.worker_config(sides[name]), env=envs[name]
                 )
-                stack.callback(client.close)
+                stack.callback(shield(close), client)
                 workers[name].append(client)
         everyone = [c for name in SIDES for c in workers[name]]
         if on_workers is not None:
             on_workers([c.pid for c in everyone])
         info: dict[str, list[dict[str, Any]]] = {"base": [], "new": []}
+        built: dict[str, dict[str, Any]] = {}
         for i, (name, client) in enumerate((side, c) for side in SIDES for c in workers[side]):
             if progress is not None:
                 progress("start", i, len(everyone))
@@ -475,6 +619,8 @@ def run_gate(
             except WorkerUsageError as exc:
                 raise UsageError(str(exc)) from None
             info[name].append(_check_ready(client, msg, paths[name]))
+            built.setdefault(name, dict(msg.get("built") or {}))
+        notes = check_built(plan, built)
 
         total = (opts.slices + 1) * opts.pairs * 2
         done = 0
@@ -503,7 +649,9 @@ def run_gate(
                     )
     est = ratio_from_slices([s.ratio for s in records], confidence=opts.confidence)
     word = verdict(est, threshold=opts.threshold)
-    return GateResult(plan, est, word, records, info, elapsed_s=time.monotonic() - t_start)
+    return GateResult(
+        plan, est, word, records, info, elapsed_s=time.monotonic() - t_start, built=built, notes=notes
+    )
 
 
 # ------------------------------------------------------------------------------------------------
@@ -518,11 +666,23 @@ def fmt_ratio_ci(d: Mapping[str, Any]) -> str:
     return f"{d['ratio']:.3f} [{lo_s}, {hi_s}]"
 
 
+def built_text(side: Mapping[str, Any]) -> str:
+    """``preset=tiny train fp32 ckpt=none | batch_size=2 seq_len=64``: what a side's workers built."""
+    b = side.get("built") or {}
+    if not b:
+        return "-"
+    head = f"preset={b.get('preset')} {b.get('mode')} {b.get('precision')} ckpt={b.get('checkpointing')}"
+    params = " ".join(f"{k}={v}" for k, v in (b.get("params") or {}).items())
+    return f"{head} | {params}" if params else head
+
+
+FAIL_CLOSED_TEXT = "the median ratio is beyond the threshold, so the gate fails closed (exit 1)"
+
 VERDICT_TEXT = {
     "slower": "REGRESSION: NEW is slower beyond the threshold",
     "faster": "NEW is faster beyond the threshold",
     "same": "no material change",
-    "inconclusive": "inconclusive: the CI is wider than the threshold band (add --slices)",
+    "inconclusive": "the CI is wider than the threshold band (add --slices)",
 }
 
 
@@ -535,14 +695,17 @@ def render_markdown(d: Mapping[str, Any]) -> str:
     lines = [
         f"### dlbench gate: `{d['scenario']}` ({cfg['preset']}, {run}, {cfg['device']})".replace(" , ", " "),
         "",
-        f"**{d['verdict']}** — {VERDICT_TEXT.get(d['verdict'], '')}",
+        f"**{d['verdict']}** — {VERDICT_TEXT.get(d['verdict'], '')}"
+        + (f"; {FAIL_CLOSED_TEXT}" if d.get("fail_closed") else ""),
         "",
-        "| | source | median step (ms) |",
-        "|---|---|---|",
+        "| | source | built | median step (ms) |",
+        "|---|---|---|---|",
     ]
     for name in SIDES:
         side = d[name]
-        lines.append(f"| {name.upper()} | `{side['label']}` | {fmt(side['median_ms'], '.4g')} |")
+        lines.append(
+            f"| {name.upper()} | `{side['label']}` | `{built_text(side)}` | {fmt(side['median_ms'], '.4g')} |"
+        )
     p = d.get("p_value")
     lines += [
         "",
@@ -554,4 +717,5 @@ def render_markdown(d: Mapping[str, Any]) -> str:
     ]
     if len(d.get("per_pair", [])) > 1:
         lines.append("Per pair: " + ", ".join(f"{p_['ratio']:.3f}" for p_ in d["per_pair"]) + ".")
+    lines += [f"Note: {n}" for n in d.get("notes", [])]
     return "\n".join(lines) + "\n"

@@ -18,7 +18,11 @@ Verdict per check (``judge``), with ``limit = reference * (1 + tolerance)``:
   slower relative to its reference, beyond the tolerance. The only failing verdict;
 * ``"faster"`` -- the CI lies entirely below ``reference / (1 + tolerance)``: fine, with a note to
   refresh the reference (``dlbench baseline update --ratios``) so the gain is kept;
-* ``"ok"`` -- anything else (a CI that straddles the limit is not evidence of a regression);
+* ``"unclear"`` -- the CI straddles the limit but the median ratio itself lies above it: the data
+  lean towards a regression and cannot clear it, so the check fails closed (more ``--slices``
+  decide). Without it, one noisy slice among the fewest accepted (6, whose CI is their (min, max))
+  would let a 2x slowdown pass;
+* ``"ok"`` -- anything else (a CI that straddles the limit with the median below it);
 * ``"error"`` -- the gate could not measure (a worker died): fails, as the gate fails closed.
 
 The tolerance absorbs what interleaving cannot cancel: the ratio of two *different* workloads
@@ -48,10 +52,10 @@ from bench.errors import UsageError
 from bench.gate.baseline import PERF_KIND as KIND
 from bench.gate.baseline import PERF_VERSION as VERSION
 from bench.gate.baseline import check_writable, default_perf_path, load_references, write_document
-from bench.gate.interleave import GatePlan, GateResult, plan_gate, run_gate
+from bench.gate.interleave import GatePlan, GateResult, check_slice_count, plan_gate, run_gate
 from bench.gate.worker import WorkerError
 
-STATUSES = ("ok", "faster", "slower", "error")
+STATUSES = ("ok", "faster", "slower", "unclear", "error")
 UPDATE_HINT = "dlbench baseline update --ratios"
 
 Runner = Callable[[GatePlan], GateResult]  # run_gate, or a fake in tests
@@ -81,7 +85,15 @@ class PerfCheck:
     pairs: int = 2
 
     def plan(self, *, slices: int | None = None, device: str = "cpu") -> GatePlan:
-        """The gate of this check (both sides this tree), validated; ``slices`` overrides the declared."""
+        """The gate of this check (both sides this tree), validated; ``slices`` overrides the declared.
+
+        ``UsageError`` naming ``--slices`` when this check's pairs x slices ratios could not bound the
+        CI (``check_slice_count``): such a check could never fail, whatever the slowdown.
+        """
+        k = self.slices if slices is None else slices
+        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+            raise UsageError(f"--slices: expected a positive integer, got {k!r}")
+        check_slice_count(k, self.pairs, flag="--slices", pairs_flag="")
         return plan_gate(
             self.scenario,
             preset=self.preset,
@@ -90,7 +102,7 @@ class PerfCheck:
             new_params=dict(self.new),
             device=device,
             threshold=self.tolerance,
-            slices=self.slices if slices is None else slices,
+            slices=k,
             slice_time_s=self.slice_time_s,
             pairs=self.pairs,
         )
@@ -183,14 +195,23 @@ def reference_for(
 # ------------------------------------------------------------------------------------------------
 # the verdict
 # ------------------------------------------------------------------------------------------------
-def judge(reference: float, tolerance: float, ci_low: float, ci_high: float) -> tuple[str, str]:
-    """``(status, note)`` of a measured ratio's CI against ``reference`` (see the module docstring)."""
+def judge(
+    reference: float, tolerance: float, ci_low: float, ci_high: float, ratio: float | None = None
+) -> tuple[str, str]:
+    """``(status, note)`` of a measured ratio (its CI, and its median ``ratio`` when known) against
+    ``reference`` (see the module docstring)."""
     limit = reference * (1.0 + tolerance)
     floor = reference / (1.0 + tolerance)
     if ci_low > limit:
         return "slower", (
             f"CI [{ci_low:.3f}, {ci_high:.3f}] lies above {limit:.3f} = reference {reference:.3f} "
             f"x (1 + {tolerance:.0%}): the dlcore side is significantly slower than its reference"
+        )
+    if ratio is not None and ratio > limit:
+        return "unclear", (
+            f"the median ratio {ratio:.3f} lies above {limit:.3f} = reference {reference:.3f} x "
+            f"(1 + {tolerance:.0%}) but its CI [{ci_low:.3f}, {ci_high:.3f}] does not: failing closed; "
+            "more --slices decide"
         )
     if ci_high < floor:
         return "faster", (
@@ -224,7 +245,7 @@ class PerfOutcome:
 
     @property
     def failed(self) -> bool:
-        return self.status in ("slower", "error")
+        return self.status in ("slower", "unclear", "error")
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -296,7 +317,7 @@ def outcome_of(check: PerfCheck, reference: float, tolerance: float, result: Gat
     est = result.estimate
     d = result.to_dict()
     lo, hi = float(est.ci_low), float(est.ci_high)
-    status, note = judge(reference, tolerance, lo, hi)
+    status, note = judge(reference, tolerance, lo, hi, float(est.ratio))
     if not (math.isfinite(hi) and lo > 0):
         note = (note + "; " if note else "") + f"too few slices for a CI ({len(result.slices)})"
     return PerfOutcome(
@@ -444,6 +465,10 @@ def update_references(
     old: dict[str, Any] = {}
     if p.exists() and names:
         old = load_references(p)["checks"]
+    if isinstance(runs, bool) or not isinstance(runs, int) or not 1 <= runs <= 100:
+        raise UsageError(f"--runs: expected an integer from 1 to 100, got {runs!r}")
+    for c in selected:  # every check's settings, before the first is measured
+        c.plan(slices=slices)
     entries = {
         c.name: measure_reference(c, runs, slices=slices, runner=runner, on_run=on_run) for c in selected
     }

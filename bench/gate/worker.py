@@ -20,7 +20,7 @@ Protocol (JSON, one object per line; worker stdout carries only protocol, anythi
 test prints goes to stderr):
 
     worker -> {"event": "ready", "protocol": 1, "pid", "bench_file", "torch_version", "threads",
-               "device", "calls_per_sample", "est_step_ms", "plant_slowdown"}
+               "device", "calls_per_sample", "est_step_ms", "plant_slowdown", "built"}
            or {"event": "error", "kind": "usage" | "build", "error": "..."} and exit 1
     driver -> {"cmd": "slice", "seconds": S}
     worker -> {"ok": true, "times_ms": [...], "calls_per_sample": k, "elapsed_s": ...}
@@ -28,8 +28,14 @@ test prints goes to stderr):
     driver -> {"cmd": "ping"}  -> {"ok": true, "pong": true}
     driver -> {"cmd": "exit"}  -> {"ok": true, "bye": true}, then the worker exits 0
 
+``built`` is the configuration the worker actually built: every scenario parameter after the
+tree's own defaults and preset (``params``), and ``preset``, ``mode``, ``precision``,
+``checkpointing``, ``device``. The driver compares BASE's with NEW's, so a tree that changed a
+default cannot pass as an unchanged configuration.
+
 A slice runs the full step (forward, backward, optimizer: ``PhasedStep.run``) back to back for at
-least ``S`` seconds (at least one sample) and returns every per-call time in milliseconds. Steps
+least ``S`` seconds and at least ``MIN_SLICE_SAMPLES`` samples (so one preempted sample cannot
+move a slice's median, whatever ``--slice-time``) and returns every per-call time in milliseconds. Steps
 faster than ``FAST_STEP_S`` are timed in blocks of ``k`` calls (per-call time = block / k), the
 rule of ``bench.harness.timing`` (its constants are repeated here because this file must run
 against trees whose harness may differ). On CUDA each sample is synchronized before the host clock
@@ -41,8 +47,10 @@ only): after every timed sample the worker busy-waits ``f`` times that sample's 
 inside the timed interval, so the planted slowdown is exactly proportional (``1 + f``) whatever the
 step costs. The driver gives it to NEW's workers only.
 
-The worker dies with its parent (Linux ``PR_SET_PDEATHSIG``) and ignores SIGINT (Ctrl-C in a
-terminal reaches the whole process group; the driver, not the worker, decides how to stop).
+The worker dies with its parent (Linux ``PR_SET_PDEATHSIG``) and ignores SIGINT (the driver, not
+the worker, decides how to stop). It runs in a session of its own, so ``close`` kills it together
+with whatever the code under test started in its process group; the driver's ``env`` carries the
+owner marker of ``bench.owned``, which finds any process that left the group.
 """
 
 from __future__ import annotations
@@ -70,6 +78,7 @@ FAST_STEP_S = 50e-6  # steps faster than this are timed in blocks of k calls
 BLOCK_TARGET_S = 200e-6  # a block of fast calls lasts about this long
 MAX_CALLS_PER_SAMPLE = 1000
 WARMUP_CALLS = 3  # calls made at build time to estimate the step time (the driver warms up further)
+MIN_SLICE_SAMPLES = 5  # a slice's median needs a few samples: two outliers cannot move a median of 5
 
 _THIS_FILE = Path(__file__).resolve()
 DRIVER_TREE = _THIS_FILE.parents[2]  # the source tree this file belongs to
@@ -123,8 +132,9 @@ def run_slice(
     plant: float = 0.0,
     sync: Callable[[], None] | None = None,
     clock: Callable[[], int] = time.perf_counter_ns,
+    min_samples: int = MIN_SLICE_SAMPLES,
 ) -> list[float]:
-    """Per-call times (ms) of ``step`` run back to back for at least ``seconds`` (>= 1 sample).
+    """Per-call times (ms) of ``step`` run back to back for at least ``seconds`` and ``min_samples``.
 
     ``plant > 0`` busy-waits ``plant`` times each sample's measured time inside the timed interval
     (the planted slowdown). ``sync`` (CUDA) runs after each block, before the clock is read.
@@ -148,7 +158,7 @@ def run_slice(
                 pass
             t1 = clock()
         append((t1 - t0) * scale)
-        if t1 >= deadline:
+        if t1 >= deadline and len(out) >= min_samples:
             return out
 
 
@@ -180,8 +190,30 @@ def _estimate_call_s(step: Callable[[], None], sync: Callable[[], None] | None) 
     return est
 
 
-def _build(config: Mapping[str, Any]) -> tuple[Callable[[], None], Callable[[], None] | None]:
-    """The tree's step for ``config`` (``bench.workload.build_step``, as ``dlbench run`` builds it)."""
+def _built(scfg: Any, config: Mapping[str, Any]) -> dict[str, Any]:
+    """What was built, JSON-ready: the scenario config's fields after defaults, and the run options."""
+    import dataclasses
+
+    if dataclasses.is_dataclass(scfg) and not isinstance(scfg, type):
+        params = dataclasses.asdict(scfg)
+    else:
+        params = dict(vars(scfg))
+    out = {
+        "preset": config.get("preset", "default"),
+        "mode": config["mode"],
+        "precision": config["precision"],
+        "checkpointing": config.get("checkpointing", "none"),
+        "device": config.get("device", "cpu"),
+        "params": params,
+    }
+    return dict(json.loads(json.dumps(out, default=str)))
+
+
+def _build(
+    config: Mapping[str, Any],
+) -> tuple[Callable[[], None], Callable[[], None] | None, dict[str, Any]]:
+    """The tree's step for ``config`` (``bench.workload.build_step``, as ``dlbench run`` builds it),
+    its synchronization, and what was built (``_built``)."""
     from bench.registry import BuildContext, get_scenario
 
     try:
@@ -211,7 +243,7 @@ def _build(config: Mapping[str, Any]) -> tuple[Callable[[], None], Callable[[], 
     _, step = build_step(
         spec, scfg, ctx, precision=config["precision"], checkpointing=config.get("checkpointing", "none")
     )
-    return step.run, sync
+    return step.run, sync, _built(scfg, config)
 
 
 def _send(out: IO[str], msg: Mapping[str, Any]) -> None:
@@ -229,7 +261,7 @@ def serve(config: Mapping[str, Any], inp: IO[str], out: IO[str]) -> int:
     try:
         import torch
 
-        step, sync = _build(config)
+        step, sync, built = _build(config)
     except ValueError as exc:  # a config the tree rejects (unknown parameter, bad value)
         traceback.print_exc()
         _send(out, {"event": "error", "kind": "usage", "error": str(exc)})
@@ -260,6 +292,7 @@ def serve(config: Mapping[str, Any], inp: IO[str], out: IO[str]) -> int:
             "calls_per_sample": k,
             "est_step_ms": est * 1e3,
             "plant_slowdown": plant,
+            "built": built,
         },
     )
     import gc
@@ -380,6 +413,7 @@ class WorkerClient:
             stderr=self._stderr,
             text=True,
             bufsize=1,
+            start_new_session=True,  # its own process group: killed as a whole by ``close``
         )
         self._buf = ""
 
@@ -397,10 +431,10 @@ class WorkerClient:
         return "\n".join(text.rstrip().splitlines()[-n:])
 
     def _died(self, doing: str) -> WorkerError:
-        try:
-            rc = self.proc.wait(timeout=5)
-            how = _signal_name(rc)
-        except subprocess.TimeoutExpired:
+        if _wait_unreaped(self.proc.pid, 5.0):
+            kill(self.proc)  # reaps it; what it started in its group goes with it
+            how = _signal_name(int(self.proc.returncode or 0))
+        else:
             how = "closed its output"
         tail = self.stderr_tail()
         detail = "\n  its stderr ends with:\n    " + tail.replace("\n", "\n    ") if tail else ""
@@ -465,15 +499,15 @@ class WorkerClient:
         timeout = 60.0 + 2.0 * seconds + 20.0 * est_s
         return [float(x) for x in self.request({"cmd": "slice", "seconds": seconds}, timeout)["times_ms"]]
 
-    def close(self) -> None:
-        """Ask the worker to exit, then make sure it is gone (SIGTERM, then SIGKILL) and reaped."""
-        if self.proc.poll() is None:
+    def close(self, *, hurry: bool = False) -> None:
+        """Ask the worker to exit (not when ``hurry``), then kill its whole process group and reap it."""
+        if not hurry and self.proc.returncode is None:
             try:
                 assert self.proc.stdin is not None
                 self.proc.stdin.write(json.dumps({"cmd": "exit"}) + "\n")
                 self.proc.stdin.flush()
-                self.proc.wait(timeout=2)
-            except (OSError, ValueError, subprocess.TimeoutExpired):
+                _wait_unreaped(self.proc.pid, 2.0)
+            except (OSError, ValueError):
                 pass
         kill(self.proc)
         for f in (self.proc.stdin, self.proc.stdout):
@@ -491,14 +525,35 @@ class WorkerClient:
         self.close()
 
 
-def kill(proc: subprocess.Popen[Any]) -> None:
-    """Terminate ``proc`` (SIGKILL after 2 s) and reap it; nothing if it already exited."""
-    if proc.poll() is None:
-        proc.terminate()
+def _wait_unreaped(pid: int, timeout_s: float) -> bool:
+    """Wait up to ``timeout_s`` for child ``pid`` to exit, without reaping it (its pid, which is also
+    its process group's id, stays reserved until ``kill`` reaps it)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
         try:
-            proc.wait(timeout=2)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+            if os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None:
+                return True
+        except ChildProcessError:
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.01)
+
+
+def kill(proc: subprocess.Popen[Any]) -> None:
+    """SIGKILL ``proc``'s process group (it leads one: ``start_new_session``) and reap ``proc``.
+
+    The group is killed even when ``proc`` itself has exited, as long as it is not reaped yet, so
+    what the code under test started in the group goes too.
+    """
+    if proc.returncode is None:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except OSError:  # no such group (not a leader, or nothing left): the process alone
+            try:
+                proc.kill()
+            except OSError:
+                pass
     try:
         proc.wait(timeout=10)
     except subprocess.TimeoutExpired:

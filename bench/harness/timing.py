@@ -120,12 +120,14 @@ class TimingResult:
         return float(statistics.median(self.samples_ms))
 
     @property
-    def ci_low_ms(self) -> float:
-        return median_ci(self.samples_ms, self.confidence)[0]
+    def ci_low_ms(self) -> float | None:
+        """Low end of the median's CI; None for a single sample, which has no CI (never "+- 0")."""
+        return median_ci(self.samples_ms, self.confidence)[0] if self.n >= 2 else None
 
     @property
-    def ci_high_ms(self) -> float:
-        return median_ci(self.samples_ms, self.confidence)[1]
+    def ci_high_ms(self) -> float | None:
+        """High end of the median's CI; None for a single sample."""
+        return median_ci(self.samples_ms, self.confidence)[1] if self.n >= 2 else None
 
     @property
     def mean_ms(self) -> float:
@@ -154,6 +156,8 @@ class TimingResult:
     @property
     def rel_ci_halfwidth(self) -> float:
         """Half-width of the median's CI relative to the median: ``(hi - lo) / 2 / median``."""
+        if self.n < 2:
+            return math.inf  # one sample: no CI at all
         lo, hi = median_ci(self.samples_ms, self.confidence)
         med = self.median_ms
         if med <= 0:
@@ -164,7 +168,9 @@ class TimingResult:
     def noisy_reasons(self) -> list[str]:
         """Why ``noisy`` is True (empty when it is False)."""
         reasons = []
-        if order_stat_ranks(self.n, self.confidence) is None:
+        if self.n == 1:
+            reasons.append("one sample: no CI of the median")
+        elif order_stat_ranks(self.n, self.confidence) is None:
             reasons.append(f"only {self.n} samples: too few for a {self.confidence:.0%} CI of the median")
         elif self.rel_ci_halfwidth > self.target_rel_ci:
             reasons.append(
@@ -195,7 +201,7 @@ class TimingResult:
             min_ms=self.min_ms,
             iqr_ms=self.iqr_ms,
             cv=self.cv,
-            rel_ci_halfwidth=self.rel_ci_halfwidth,
+            rel_ci_halfwidth=self.rel_ci_halfwidth if math.isfinite(self.rel_ci_halfwidth) else None,
             noisy=self.noisy,
             noisy_reasons=self.noisy_reasons,
         )

@@ -7,9 +7,10 @@ Two ways of comparing BASE with NEW, side by side, on this machine, N trials eac
 
 * **gate** -- ``dlbench gate SCENARIO --aa`` (the same tree against itself, interleaved slices,
   threshold 5 %, the gate's default slices and pairs), as a subprocess, the way CI runs it:
-  - A/A: a "slower" verdict (exit 1) is a false regression;
+  - A/A: a "slower" verdict is a false regression, and any exit 1 (also an inconclusive result
+    whose median ratio is beyond the threshold: the gate fails closed) a false alarm;
   - A/B: the same with ``DLBENCH_PLANT_SLOWDOWN=0.10`` (NEW's workers busy-wait 10 % of each
-    step's own time inside the timed step); "slower" is a detection;
+    step's own time inside the timed step); "slower" is a detection, exit 1 a failed gate;
 * **separate runs** -- two ``dlbench run SCENARIO --mode train`` processes made one after the
   other (BASE then NEW, default measuring options), compared with ``bench.stats``
   ``ratio_from_samples`` on their sidecar raw samples and the same ``verdict`` at the same
@@ -51,6 +52,7 @@ class Trial:
     verdict: str
     wall_s: float
     error: str = ""
+    exit_code: int | None = None  # the gate's (exit 1: "slower", or failed closed); None for separate runs
 
 
 @dataclass
@@ -78,6 +80,7 @@ class Rates:
                 "n": len(ok),
                 "errors": len(ts) - len(ok),
                 "slower": sum(t.verdict == "slower" for t in ok),
+                "exit_1": sum(t.exit_code == 1 for t in ok),
                 "verdicts": {
                     v: sum(t.verdict == v for t in ok) for v in ("slower", "same", "faster", "inconclusive")
                 },
@@ -120,7 +123,7 @@ def gate_trial(scenario: str, preset: str, threshold: float, plant: float, extra
         d = json.loads(res.stdout)
     except json.JSONDecodeError:
         return Trial(kind, None, None, None, "error", wall, error=(res.stderr or res.stdout).strip()[-500:])
-    return Trial(kind, d["ratio"], d["ci_low"], d["ci_high"], d["verdict"], wall)
+    return Trial(kind, d["ratio"], d["ci_low"], d["ci_high"], d["verdict"], wall, exit_code=res.returncode)
 
 
 def _run_samples(scenario: str, preset: str, out: Path) -> list[float]:
@@ -206,9 +209,15 @@ def render(rates: Rates) -> str:
         d = s[kind]
         return f"{_fmt(d['ratio_median'])} [{_fmt(d['ratio_min'])}, {_fmt(d['ratio_max'])}]"
 
+    def exits(kind: str) -> str:
+        d = s[kind]
+        return f"{d['exit_1']}/{d['n']} ({d['exit_1'] / d['n']:.0%})" if d["n"] else "-"
+
     rows = [
         ("A/A false regressions", rate("gate-aa"), rate("separate-aa")),
+        ("A/A exit 1 (incl. failing closed)", exits("gate-aa"), "-"),
         (f"A/B detections (+{rates.plant:.0%})", rate("gate-ab"), rate("separate-ab")),
+        (f"A/B exit 1 (+{rates.plant:.0%})", exits("gate-ab"), "-"),
         ("A/A ratio median [min, max]", spread("gate-aa"), spread("separate-aa")),
         ("A/B ratio median [min, max]", spread("gate-ab"), spread("separate-ab")),
         ("time per comparison (s)", _fmt(s["gate-aa"]["wall_s_median"], ".1f"),

@@ -9,8 +9,17 @@
 ``plan_profile`` checks everything before any work (nothing is built, nothing is written): the
 scenario, preset, mode, device, the precision / checkpointing combination (``skip_reason``), every
 parameter (parsed to the config field's type, range-checked by the config), the profiler schedule
-and the output folder. Bad input raises ``bench.errors.UsageError`` (a ``ValueError``) naming the
+(each count capped: ``SCHEDULE_LIMITS``) and the output folder (``check_out_dir``: a new or empty
+folder; one that already holds a profile only with ``overwrite``, and then replaced whole; never one
+holding other files). Bad input raises ``bench.errors.UsageError`` (a ``ValueError``) naming the
 argument; the CLI turns it into exit 2.
+
+Running (``ProfilePlan.run``) never leaves a partial profile: the traces are written into a
+staging folder beside the target (``.<name>.dlbench-partial-<pid>-<random>``, registered with an
+owned entry of ``bench.owned``), which is renamed into place only once the whole profile is
+written; an error, a timeout, SIGINT or SIGTERM removes it (and a guardian, or the next dlbench
+command, if dlbench is killed outright). A profile in this process's configuration runs in a child
+process (``bench.profile.child``) under ``timeout_s``, like a parallel profile's job.
 
 ``plan_from_run_options`` parses the options through ``bench.run.request.RunRequest`` (the same
 parsing and constraints as ``dlbench run``), then asks for one configuration: one mode, one
@@ -33,6 +42,7 @@ checkpointing applied from outside, the precision's autocast) under ``cuda_devic
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -40,6 +50,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.errors import UsageError
+from bench.owned import PARTIAL_TAG
 from bench.profile.trace import SCHEDULE_DEFAULTS, ProfileResult, check_schedule, profile_step
 from bench.registry import BuildContext, ScenarioSpec, get_scenario
 
@@ -47,8 +58,10 @@ __all__ = [
     "PROFILE_RUN_OPTIONS",
     "ParallelProfileError",
     "ParallelProfileResult",
+    "ProfileError",
     "ProfilePlan",
     "check_out_dir",
+    "holds_profile",
     "plan_from_run_options",
     "plan_profile",
     "profile_scenario",
@@ -70,16 +83,21 @@ PROFILE_RUN_OPTIONS: tuple[str, ...] = (
     "microbatches",
     "pipeline_schedule",
     "timeout_s",
+    "oversubscribe",
 )
 
 
-class ParallelProfileError(RuntimeError):
-    """A parallel profiling job gave no whole result: ``status`` (error, oom, timeout, skipped) and why."""
+class ProfileError(RuntimeError):
+    """A profile gave no whole result: ``status`` (error, oom, timeout, skipped) and why."""
 
     def __init__(self, status: str, reason: str) -> None:
         super().__init__(f"{status}: {reason}" if reason else status)
         self.status = status
         self.reason = reason
+
+
+class ParallelProfileError(ProfileError):
+    """A parallel profiling job gave no whole result (a rank failed, or the job ran past its timeout)."""
 
 
 @dataclass
@@ -110,8 +128,13 @@ class ProfilePlan:
     checkpointing: str
     out_dir: Path
     profile_kw: dict[str, Any] = field(default_factory=dict)  # profile_step's keywords
-    parallel: Any = None  # bench.run.grid.RunConfig of a parallel plan; None: this process
+    parallel: Any = None  # bench.run.grid.RunConfig of a parallel plan; None: one process
     options: Any = None  # bench.run.request.RunRequest of a parallel plan (timeout_s, rendezvous)
+    overrides: dict[str, Any] = field(default_factory=dict)  # the parameters given (parsed)
+    preset: str = "default"
+    timeout_s: float = 600.0  # the whole profile, in its child process (or the parallel job)
+    isolation: bool = True  # False: profile in this process (no timeout; tests, debugging)
+    overwrite: bool = False  # replace a folder that already holds a profile
 
     @property
     def device(self) -> str:
@@ -131,9 +154,34 @@ class ProfilePlan:
         return text
 
     def run(self) -> ProfileResult | ParallelProfileResult:
-        """Profile here (``ProfileResult``), or as a torchrun job when the plan is parallel."""
-        if self.parallel is not None:
-            return self._run_parallel()
+        """Profile in a child process (``ProfileResult``), or as a torchrun job when the plan is
+        parallel (``ParallelProfileResult``); the folder appears only when the profile is whole.
+
+        ``ProfileError`` (a ``ParallelProfileError``) when the child or a rank fails or runs past
+        ``timeout_s``; nothing of it is left, neither files nor processes.
+        """
+        from bench.owned import owned
+
+        final = self.out_dir.resolve()
+        final.parent.mkdir(parents=True, exist_ok=True)
+        with owned("profile", guard=True) as own:
+            staging = final.parent / f".{final.name}{PARTIAL_TAG}{os.getpid()}-{own.name[-8:]}"
+            own.register_partial(staging)
+            staging.mkdir()
+            if self.parallel is not None:
+                res: ProfileResult | ParallelProfileResult = self._run_parallel(staging)
+            elif self.isolation:
+                res = self._run_child(staging, own)
+            else:
+                res = self.profile_here(staging)
+            _install(staging, final, overwrite=self.overwrite)
+            own.forget_partial(staging)
+        if isinstance(res, ParallelProfileResult):
+            return _moved_parallel(res, staging, final)
+        return res.moved(staging, final)
+
+    def profile_here(self, out_dir: Path) -> ProfileResult:
+        """Build the step in this process and profile it into ``out_dir`` (no timeout, no staging)."""
         from bench.run.measure import cuda_device_current
         from bench.workload import build_step
 
@@ -141,18 +189,37 @@ class ProfilePlan:
             _, step = build_step(
                 self.spec, self.config, self.ctx, precision=self.precision, checkpointing=self.checkpointing
             )
-            return profile_step(step, device=self.device, out_dir=self.out_dir, **self.profile_kw)
+            return profile_step(step, device=self.device, out_dir=out_dir, **self.profile_kw)
 
-    def _run_parallel(self) -> ParallelProfileResult:
+    def child_request(self, out_dir: Path) -> dict[str, Any]:
+        """What ``bench.profile.child`` needs to plan the same profile again (JSON-ready)."""
+        return {
+            "scenario": self.spec.name,
+            "preset": self.preset,
+            "mode": self.mode,
+            "precision": self.precision,
+            "checkpointing": self.checkpointing,
+            "params": dict(self.overrides),
+            "device": self.device,
+            "seed": self.ctx.seed,
+            "channels_last": self.ctx.channels_last,
+            "out_dir": str(out_dir),
+            "profile_kw": {k: v for k, v in self.profile_kw.items() if k != "scenario"},
+        }
+
+    def _run_child(self, out_dir: Path, own: Any) -> ProfileResult:
+        from bench.profile.child import run_child
+
+        return run_child(self.child_request(out_dir), own, timeout_s=self.timeout_s)
+
+    def _run_parallel(self, out_dir: Path) -> ParallelProfileResult:
         from bench.run.launch import profile_parallel
 
-        out = self.out_dir.resolve()
-        out.mkdir(parents=True, exist_ok=True)
-        outcome = profile_parallel(self.parallel, self.options, out_dir=out, profile_kw=self.profile_kw)
+        outcome = profile_parallel(self.parallel, self.options, out_dir=out_dir, profile_kw=self.profile_kw)
         if outcome.status != "ok":
             raise ParallelProfileError(outcome.status, outcome.reason)
         return ParallelProfileResult(
-            out_dir=out,
+            out_dir=out_dir,
             parallel=self.parallel.parallel,
             world_size=self.parallel.world_size,
             ranks=list(outcome.measurement),
@@ -161,15 +228,81 @@ class ProfilePlan:
         )
 
 
-def check_out_dir(out_dir: str | os.PathLike[str], *, label: str = "out_dir") -> Path:
-    """``out_dir`` as a Path when a folder can be made there; ``UsageError`` when it or a parent is a file."""
+def _moved_parallel(res: ParallelProfileResult, old: Path, new: Path) -> ParallelProfileResult:
+    """``res`` with every path under ``old`` (the staging folder) moved under ``new``."""
+    from bench.profile.trace import relocate
+
+    ranks = []
+    for rank in res.ranks:
+        ranks.append(
+            {k: str(relocate(Path(v), old, new)) if isinstance(v, str) and v.startswith("/") else v
+             for k, v in rank.items()}
+        )  # fmt: skip
+    return dataclasses.replace(res, out_dir=new, ranks=ranks)
+
+
+def _install(staging: Path, final: Path, *, overwrite: bool) -> None:
+    """Put the finished profile ``staging`` at ``final``: a new name, an empty folder, or (with
+    ``overwrite``) a previous profile, which is moved aside and removed once the new one is in place."""
+    import shutil
+
+    from bench.signals import shielded
+
+    with shielded():
+        aside = None
+        if final.is_dir() and not final.is_symlink():
+            if any(final.iterdir()):
+                if not overwrite or not holds_profile(final):  # checked at plan time; re-checked here
+                    raise UsageError(f"--out: {final} is no longer empty; the new profile was not put there")
+                aside = final.parent / f".{final.name}{PARTIAL_TAG}old-{os.getpid()}"
+                os.rename(final, aside)
+            else:
+                final.rmdir()
+        os.rename(staging, final)
+        if aside is not None:
+            shutil.rmtree(aside, ignore_errors=True)
+
+
+def holds_profile(folder: Path) -> bool:
+    """True when ``folder`` holds a dlbench profile: a TensorBoard trace or a ``summary.json``."""
+    if any(folder.glob("*.pt.trace.json*")) or (folder / "summary.json").is_file():
+        return True
+    return any(folder.glob("rank*/summary.json"))
+
+
+def check_out_dir(
+    out_dir: str | os.PathLike[str], *, label: str = "out_dir", overwrite: bool = False
+) -> Path:
+    """``out_dir`` as a Path when a profile can be put there; ``UsageError`` otherwise.
+
+    Allowed: a new folder (its nearest existing parent a writable folder), an empty folder, or,
+    with ``overwrite``, a folder that holds a profile (``holds_profile``), replaced whole once the
+    new profile is written. Refused: a file, a symbolic link, a folder holding a profile without
+    ``overwrite`` (old and new traces would mix), a folder holding anything else.
+    """
     path = Path(out_dir).expanduser()
+    if not str(out_dir).strip():
+        raise UsageError(f"{label}: an empty path; give a folder")
+    if path.is_symlink():
+        raise UsageError(f"{label}: {path} is a symbolic link; give the folder's own path")
     if path.exists() and not path.is_dir():
         raise UsageError(f"{label}: {path} is a file; give a folder")
-    for parent in path.parents:
+    if path.is_dir() and any(path.iterdir()):
+        if not holds_profile(path):
+            raise UsageError(
+                f"{label}: {path} holds files that are not a dlbench profile; give a new or empty folder"
+            )
+        if not overwrite:
+            raise UsageError(
+                f"{label}: {path} already holds a profile (its traces would mix with the new ones in "
+                "TensorBoard); give a new folder, or --overwrite to replace it whole"
+            )
+    for parent in path.resolve().parents:
         if parent.exists():
             if not parent.is_dir():
                 raise UsageError(f"{label}: {parent} is a file, so {path} cannot be a folder")
+            if not os.access(parent, os.W_OK | os.X_OK):
+                raise UsageError(f"{label}: cannot write into {parent} (permission denied or read-only)")
             break
     return path
 
@@ -186,13 +319,18 @@ def plan_profile(
     seed: int = 0,
     channels_last: bool = False,
     out_dir: str | os.PathLike[str],
+    timeout_s: float = 600.0,
+    isolation: bool = True,
+    overwrite: bool = False,
     **profile_kw: Any,
 ) -> ProfilePlan:
     """Check one configuration and the profiler options; ``UsageError`` before any work.
 
     ``params`` values may be strings (from a CLI) or typed values; they are parsed to the config's
     field types. ``profile_kw`` goes to ``profile_step`` (``wait``, ``warmup``, ``active``,
-    ``with_stack``, ``rank``, ...); ``scenario`` defaults to the scenario's name.
+    ``with_stack``, ``rank``, ...); ``scenario`` defaults to the scenario's name. ``timeout_s``
+    bounds the whole profile (its child process); ``isolation=False`` profiles in this process;
+    ``overwrite`` allows replacing a folder that already holds a profile.
     """
     from bench.run.grid import skip_reason
     from bench.run.plan import check_device
@@ -213,7 +351,9 @@ def plan_profile(
         raise UsageError(reason)
     schedule = {name: profile_kw.get(name, default) for name, default in SCHEDULE_DEFAULTS.items()}
     check_schedule(**schedule, rank=profile_kw.get("rank"))
-    out = check_out_dir(out_dir)
+    out = check_out_dir(out_dir, overwrite=overwrite)
+    if isinstance(timeout_s, bool) or not isinstance(timeout_s, int | float) or not 0 < timeout_s < 1e9:
+        raise UsageError(f"--timeout: expected positive seconds, got {timeout_s!r}")
     try:
         overrides = {name: spec.coerce(name, value) for name, value in (params or {}).items()}
         cfg = spec.make_config(preset, **overrides)
@@ -222,7 +362,20 @@ def plan_profile(
     ctx = BuildContext(device=device, mode=mode, seed=seed, channels_last=channels_last)
     kw = dict(profile_kw)
     kw.setdefault("scenario", scenario)
-    return ProfilePlan(spec, cfg, ctx, precision, checkpointing, out, kw)
+    return ProfilePlan(
+        spec,
+        cfg,
+        ctx,
+        precision,
+        checkpointing,
+        out,
+        kw,
+        overrides=overrides,
+        preset=preset,
+        timeout_s=float(timeout_s),
+        isolation=isolation,
+        overwrite=overwrite,
+    )
 
 
 def _one(label: str, values: Any) -> Any:
@@ -240,6 +393,7 @@ def plan_from_run_options(
     *,
     out_dir: str | os.PathLike[str],
     profile_kw: Mapping[str, Any] | None = None,
+    overwrite: bool = False,
     **options: Any,
 ) -> ProfilePlan:
     """``plan_profile`` from ``dlbench run``'s options (``RunRequest`` fields; None = not given).
@@ -283,10 +437,15 @@ def plan_from_run_options(
         seed=req.seed,
         channels_last=req.channels_last,
         out_dir=out_dir,
+        timeout_s=req.timeout_s,
+        overwrite=overwrite,
         **dict(profile_kw or {}),
     )
     if parallel == "none":
         return plan
+    from bench.run.plan import check_launch
+
+    check_launch(req, device)
     return _parallel_plan(plan, req, parallel)
 
 

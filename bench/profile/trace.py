@@ -57,10 +57,22 @@ from bench.profile.summary import (
     write_top_ops_csv,
 )
 
-__all__ = ["SCHEDULE_DEFAULTS", "ProfileResult", "check_schedule", "extract_rows", "profile_step"]
+__all__ = [
+    "SCHEDULE_DEFAULTS",
+    "SCHEDULE_LIMITS",
+    "ProfileResult",
+    "check_schedule",
+    "extract_rows",
+    "profile_step",
+    "relocate",
+]
 
 # profile_step's schedule: 1 step unrecorded, 1 recorded and thrown away, 3 kept
 SCHEDULE_DEFAULTS: dict[str, int] = {"wait": 1, "warmup": 1, "active": 3}
+# the most steps each may take: the profiler holds every event of the recorded steps (warmup and
+# active) in memory until the trace is written (100 000 active steps grew past 900 MiB in 43 s);
+# the wait steps record nothing and only take time (the run's --timeout bounds it)
+SCHEDULE_LIMITS: dict[str, int] = {"wait": 10_000, "warmup": 100, "active": 100}
 
 
 @dataclass
@@ -83,6 +95,41 @@ class ProfileResult:
     hta_json: Path | None = None
     notes: list[str] = field(default_factory=list)
 
+    _PATHS = (
+        "out_dir",
+        "artifacts_dir",
+        "tensorboard_trace",
+        "chrome_trace",
+        "top_ops_csv",
+        "top_ops_md",
+        "summary_json",
+        "memory_timeline",
+        "memory_timeline_data",
+        "hta_json",
+    )
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready (paths as strings): what a profiling child process sends back."""
+        d = {k: getattr(self, k) for k in self.__dataclass_fields__}
+        for k in self._PATHS:
+            d[k] = str(d[k]) if d[k] is not None else None
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ProfileResult:
+        kw = {k: v for k, v in d.items() if k in cls.__dataclass_fields__}
+        for k in cls._PATHS:
+            kw[k] = Path(kw[k]) if kw.get(k) is not None else None
+        return cls(**kw)
+
+    def moved(self, old: Path, new: Path) -> ProfileResult:
+        """The same result with every path under ``old`` moved under ``new`` (the folder was renamed)."""
+        d = self.to_dict()
+        for k in self._PATHS:
+            if d[k] is not None:
+                d[k] = str(relocate(Path(d[k]), old, new))
+        return ProfileResult.from_dict(d)
+
     def files(self) -> list[Path]:
         """Every file written, for a CLI to list."""
         paths = [
@@ -96,6 +143,14 @@ class ProfileResult:
             p for p in (self.memory_timeline, self.memory_timeline_data, self.hta_json) if p is not None
         ]
         return paths
+
+
+def relocate(path: Path, old: Path, new: Path) -> Path:
+    """``path`` with its prefix ``old`` replaced by ``new`` (unchanged when not under ``old``)."""
+    try:
+        return new / Path(path).relative_to(old)
+    except ValueError:
+        return Path(path)
 
 
 def _is_cuda(device: str) -> bool:
@@ -232,12 +287,15 @@ def _export_memory_timeline(
 
 
 def check_schedule(*, wait: Any, warmup: Any, active: Any, rank: Any = None) -> None:
-    """``bench.errors.UsageError`` (a ``ValueError``) unless wait, warmup >= 0, active >= 1, rank >= 0."""
+    """``bench.errors.UsageError`` (a ``ValueError``) unless 0 <= wait, warmup and 1 <= active, each at
+    most ``SCHEDULE_LIMITS``, and rank >= 0."""
     from bench.errors import UsageError
 
     for name, value, low in (("wait", wait, 0), ("warmup", warmup, 0), ("active", active, 1)):
-        if not isinstance(value, int) or isinstance(value, bool) or value < low:
-            raise UsageError(f"{name}: expected an integer >= {low}, got {value!r}")
+        high = SCHEDULE_LIMITS[name]
+        if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
+            why = " (recorded steps are held in memory until the trace is written)" if name != "wait" else ""
+            raise UsageError(f"{name}: expected an integer from {low} to {high}{why}, got {value!r}")
     if rank is not None and (not isinstance(rank, int) or isinstance(rank, bool) or rank < 0):
         raise UsageError(f"rank: expected an integer >= 0, got {rank!r}")
 

@@ -11,7 +11,7 @@ Everything here reads the comparison's JSON form (``Comparison.to_dict()``), so 
                 "n_base", "n_new", "confidence", "ci_covers", "significant", "regression",
                 "noisy", "verdict_clean", "base_value", "new_value", "base_row_value",
                 "new_row_value", "unit", "memory_ratio", "memory_base_bytes", "memory_new_bytes",
-                "memory_delta_bytes", "flops_ratio", "env_diff", "compile_time_s",
+                "memory_delta_bytes", "flops_ratio", "env_diff", "left_out", "sources", "compile_time_s",
                 "break_even_steps", "break_even_low", "break_even_high", "summary", ...}]}
 
 ``noisy``: a row the pair is built on was flagged noisy (its verdict is then ``inconclusive`` and
@@ -19,6 +19,8 @@ Everything here reads the comparison's JSON form (``Comparison.to_dict()``), so 
 built from (per process; the geometric mean of ``--repeat`` medians), ``base_row_value`` the CSV's
 own figure (the median of the repeats' medians); tables show the second beside the first where
 they differ. ``env_diff`` lists the environment fields in which this pair's two sides differ.
+``left_out`` (``--metric energy``): the rows without the metric's figure and why; ``sources``: where
+each side's figures came from (``{"base": ["energy_source=nvml, energy_scope=device, ..."], ...}``).
 A compiled NEW against an eager BASE (``--by compile``) has NEW's ``compile_time_s`` and the steps
 after which compiling pays for it, ``break_even_steps`` with its CI (a number, or ``"never"`` where
 the compiled step is not faster; null elsewhere).
@@ -42,6 +44,7 @@ from bench.results.compare_spec import METRICS_BY_NAME
 
 _LOWER_IS_BETTER = {m.name: not m.higher_is_better for m in METRICS_BY_NAME.values()}
 _METRIC_WORDS = {m.name: m.words for m in METRICS_BY_NAME.values()}
+_CHANGE_WORDS = {m.name: (m.better, m.worse) for m in METRICS_BY_NAME.values()}
 COVERS_TEXT = {
     "within-process": (
         "within-process: one process a side, so the CI covers only the noise inside each run; separate "
@@ -56,6 +59,10 @@ COVERS_TEXT = {
     ),
     "exact": "exact: deterministic figures (bytes, FLOPs); any difference is real",
     "none": "none: no raw samples (sidecar missing), so no interval",
+    "one-reading": (
+        "one-reading: one energy reading a side; a counter read at the window's two ends has no "
+        "within-process spread, so no interval -- `dlbench run --repeat 3` gives a between-process one"
+    ),
 }
 
 
@@ -87,7 +94,8 @@ def _bounded(p: Mapping[str, Any]) -> bool:
 
 
 def change_phrase(p: Mapping[str, Any], metric: str) -> str:
-    """``"2.10x faster [1.90, 2.30]"``, ``"1.30x slower [1.29, 1.31]"``, ``"peak memory x1.262"``."""
+    """``"2.10x faster [1.90, 2.30]"``, ``"1.30x slower [1.29, 1.31]"``, ``"peak memory x1.262"``,
+    ``"1.25x less energy [CI unbounded]"`` (the words are the metric's: ``Metric.better/worse``)."""
     r = num(p.get("ratio"))
     if r is None or r <= 0:
         return ""
@@ -99,7 +107,8 @@ def change_phrase(p: Mapping[str, Any], metric: str) -> str:
     # the magnitude of the change as a factor >= 1, and its interval in the same direction
     invert = r < 1.0
     mag = 1.0 / r if invert else r
-    word = "" if r == 1.0 else ("faster" if better else "slower")
+    better_word, worse_word = _CHANGE_WORDS.get(metric, ("faster", "slower"))
+    word = "" if r == 1.0 else (better_word if better else worse_word)
     d = _digits(mag)
     text = f"{mag:.{d}f}x {word}".rstrip()
     if p.get("method") == "exact":

@@ -8,7 +8,7 @@
             print(out.name, "left out:", out.skipped.reason)
 
 Every figure function (``bench.report.figures_perf``, ``figures_memory``, ``figures_efficiency``,
-``figures_compare``) takes the rows and returns a matplotlib
+``figures_energy``, ``figures_compare``) takes the rows and returns a matplotlib
 ``Figure`` or a ``Skipped(reason)``: a figure whose data is missing (no such column, fewer than 2
 comparable points, no ok rows) is left out with a one-line reason, never drawn empty. Figures are
 ``matplotlib.figure.Figure`` objects (no pyplot, no global backend); nothing here imports torch,
@@ -29,6 +29,7 @@ from bench.report.figures_common import DPI, Skipped
 from bench.report.figures_compare import forest_figure
 from bench.report.figures_compile import compile_figure
 from bench.report.figures_efficiency import mfu_figure, scaling_figure
+from bench.report.figures_energy import energy_figure
 from bench.report.figures_memory import checkpointing_figure, memory_figure
 from bench.report.figures_perf import amp_figure, throughput_figure
 
@@ -84,6 +85,15 @@ FIGURES: tuple[FigureSpec, ...] = (
         "scaling_efficiency (job_throughput / (world_size x throughput of the parallel=none row)) per "
         "parallel mode and world_size, computed from those columns where the value is empty; dashed: linear.",
         scaling_figure,
+    ),
+    FigureSpec(
+        "energy",
+        "Energy per item",
+        "energy_j_per_item (joules over the timed steps / steps / items per step; with --repeat the median "
+        "of the repeats), one bar per configuration, annotated with avg_power_w and coloured by "
+        "energy_source and energy_scope (the legend names the devices summed). RAPL (cpu-package) counts "
+        "the whole CPU package: other processes too. Rows without a figure are left out, never drawn as 0.",
+        energy_figure,
     ),
     FigureSpec(
         "compile",

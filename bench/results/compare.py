@@ -45,7 +45,7 @@ from bench.results.compare_inputs import (
     results_of_benchmarks,
     results_of_table,
 )
-from bench.results.compare_pairs import CONFIDENCE, Group, Pair, estimate_pair, make_pair
+from bench.results.compare_pairs import CONFIDENCE, Group, Pair, compare_notes, estimate_pair, make_pair
 from bench.results.compare_spec import (
     BARE_FIELDS,
     DEFAULT_BASE,
@@ -302,7 +302,7 @@ def compare(
         pairs=pairs,
         env_mismatch=mismatch,
         allow_env_mismatch=allow_env_mismatch,
-        notes=b_side.notes + n_side.notes + _shared_runs(b_side, n_side),
+        notes=b_side.notes + n_side.notes + _shared_runs(b_side, n_side) + compare_notes(pairs),
     )
 
 
@@ -392,7 +392,7 @@ def compare_by(
         env_mismatch=mismatch,
         allow_env_mismatch=allow_env_mismatch,
         by={"axis": _short(fname), "base_value": base},
-        notes=side.notes,
+        notes=side.notes + compare_notes(pairs),
     )
 
 

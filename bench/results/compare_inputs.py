@@ -78,10 +78,12 @@ def _positive(value: Any) -> float | None:
 
 @dataclass
 class Process:
-    """One process's time figure: its median (ms) and, where known, its raw per-iteration samples."""
+    """One process: its median step time (ms), its raw samples where known, and its own figures of
+    the ``"row"`` metrics (energy per item) where its sidecar record has them."""
 
     median_ms: float
     samples_ms: list[float] | None = None
+    figures: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -100,6 +102,8 @@ class Result:
     env: dict[str, str] = field(default_factory=dict)
     noisy: bool = False
     run_id: str = ""
+    sources: dict[str, str] = field(default_factory=dict)  # where a figure came from (energy_source, ...)
+    why_empty: dict[str, str] = field(default_factory=dict)  # a "row" metric's empty cell: why
 
     @property
     def median_ms(self) -> float | None:
@@ -154,7 +158,8 @@ def _processes_of(row: Mapping[str, str], rec: Mapping[str, Any] | None) -> tupl
         for r in repeats:
             m = _positive(r.get("median_ms")) if isinstance(r, Mapping) else None
             if m is not None:
-                procs.append(Process(m, _samples(r.get("samples_ms"))))  # type: ignore[union-attr]
+                figures = {c: f for c in _ROW_COLUMNS if (f := _positive(r.get(c))) is not None}
+                procs.append(Process(m, _samples(r.get("samples_ms")), figures))
         if len(procs) >= 2:
             return procs, covers or "between-process"
     if median is None:
@@ -167,6 +172,25 @@ def _processes_of(row: Mapping[str, str], rec: Mapping[str, Any] | None) -> tupl
 # the figures a Result keeps: each metric's, the FLOPs, and torch.compile's cold start (the break-even)
 _FIGURE_COLUMNS = tuple(dict.fromkeys([*(m.column for m in METRIC_LIST), FLOPS_COLUMN, COMPILE_TIME_COLUMN]))
 _UNIT_COLUMNS = tuple(m.unit_column for m in METRIC_LIST if m.unit_column)
+_ROW_METRICS = tuple(m for m in METRIC_LIST if m.kind == "row")
+_ROW_COLUMNS = tuple(m.column for m in _ROW_METRICS)
+_SOURCE_COLUMNS = tuple(dict.fromkeys(c for m in METRIC_LIST for c in m.source_columns))
+
+
+def _why_empty(row: Mapping[str, str], rec: Mapping[str, Any] | None) -> dict[str, str]:
+    """Why each ``"row"`` metric's cell of an ok row is empty: its sidecar record's reason, else a
+    reason the row itself gives (one naming the metric's sidecar key), else that none was found."""
+    out: dict[str, str] = {}
+    for m in _ROW_METRICS:
+        if num(row.get(m.column)) is not None:
+            continue
+        block = rec.get(m.sidecar_key) if rec is not None and m.sidecar_key else None
+        why = str(block.get("reason") or "") if isinstance(block, Mapping) else ""
+        if not why and m.sidecar_key:
+            parts = [p.strip() for p in (row.get("reason") or "").split(";")]
+            why = next((p for p in parts if p.startswith(f"{m.sidecar_key}:")), "")
+        out[m.column] = why or f"{m.column} is empty and its sidecar record gives no reason"
+    return out
 
 
 def results_of_table(table: ResultsTable) -> list[Result]:
@@ -195,10 +219,12 @@ def results_of_table(table: ResultsTable) -> list[Result]:
             env={k: e for k in ENV_FIELDS if (e := norm(row.get(k)))},
             noisy=row.get("noisy") in ("True", "true"),
             run_id=row.get("run_id") or "",
+            sources={c: row[c] for c in _SOURCE_COLUMNS if row.get(c)},
         )
         if res.status == "ok":
             rec = records.get((row.get("run_id") or "", row.get("config_key") or ""))
             res.processes, res.ci_covers = _processes_of(row, rec)
+            res.why_empty = _why_empty(row, rec)
         out.append(res)
     return out
 

@@ -8,7 +8,10 @@ The method of the ratio follows from what each side holds (``estimate_pair``):
 - one process a side with raw samples: ``ratio_from_samples`` (bootstrap of medians); the CI
   covers only the noise *within* each process (``"within-process"``);
 - no raw samples: the ratio of medians with an unbounded CI;
-- an exact metric (bytes): ``exact_ratio``.
+- an exact metric (bytes): ``exact_ratio``;
+- a ``"row"`` metric (energy per item: one figure per process, no samples): ``compare_rows``
+  (per-repeat figures, the ratio without a CI on one reading a side, rows without a figure left
+  out with their reason, sides of different sources given no ratio).
 
 A pair built on a row flagged ``noisy`` keeps its ratio and CI but its verdict is never ``faster``,
 ``slower`` or ``same``: it is ``inconclusive``, with ``noisy`` set and ``verdict_clean`` saying what
@@ -34,6 +37,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bench.results.compare_inputs import Process, Result
+from bench.results.compare_rows import estimate_rows, row_notes
 from bench.results.compare_spec import (
     COMPILE_TIME_COLUMN,
     ENV_FIELDS,
@@ -116,6 +120,8 @@ class Pair:
     noisy: bool = False  # a row it is built on was flagged noisy by `dlbench run`
     verdict_clean: str | None = None  # what the verdict would be on clean rows (noisy pairs)
     env_diff: list[dict[str, Any]] = field(default_factory=list)  # [{"field", "base", "new"}]
+    left_out: list[str] = field(default_factory=list)  # rows without the metric's figure, and why
+    sources: dict[str, list[str]] = field(default_factory=dict)  # {"base": [...], "new": [...]}: where from
     # a compiled NEW against an eager BASE: NEW's cold start, and the steps until it pays off
     compile_time_s: float | None = None
     break_even_steps: float | None = None  # math.inf: never (the compiled step is not faster)
@@ -181,6 +187,8 @@ class Pair:
             "base_status": self.base_status,
             "new_status": self.new_status,
             "env_diff": [dict(e) for e in self.env_diff],
+            "left_out": list(self.left_out),
+            "sources": {k: list(v) for k, v in self.sources.items()},
             "reason": self.reason,
             "note": self.note or (self.estimate.note if self.estimate is not None else ""),
             "config": dict(self.config),
@@ -211,13 +219,6 @@ def _figures(group: Group, metric: Metric) -> tuple[list[float], list[list[float
     vals: list[float] = []
     samples: list[list[float] | None] = []
     unit = metric.unit
-    if metric.kind == "row":
-        for r in group.ok:
-            v = r.figures.get(metric.column)
-            if v is not None and v > 0:
-                vals.append(v)
-                samples.append(None)
-        return vals, samples, unit
     for r, p in group.processes:
         if metric.kind == "time":
             vals.append(p.median_ms)
@@ -244,11 +245,20 @@ class PairEstimate:
     new_value: float | None
     unit: str
     note: str
+    left_out: list[str] = field(default_factory=list)
+    sources: dict[str, list[str]] = field(default_factory=dict)
 
 
 def estimate_pair(base: Group, new: Group, metric_name: str) -> PairEstimate:
     """NEW / BASE of the metric for one configuration: the method follows from what each side has."""
     metric = METRICS_BY_NAME[metric_name]
+    if metric.kind == "row":
+        r = estimate_rows(
+            base.ok, new.ok, metric, base_config=base.config, new_config=new.config, confidence=CONFIDENCE
+        )
+        return PairEstimate(
+            r.estimate, r.ci_covers, r.base_value, r.new_value, metric.unit, r.note, r.left_out, r.sources
+        )
     if metric.kind == "exact":
         b = base.first(lambda r: r.memory.get(metric.column, r.figures.get(metric.column)))
         n = new.first(lambda r: r.memory.get(metric.column, r.figures.get(metric.column)))
@@ -278,6 +288,18 @@ def estimate_pair(base: Group, new: Group, metric_name: str) -> PairEstimate:
     note = "no raw samples (sidecar missing): the ratio of medians, no CI"
     est = unbounded(nv[0] / bv[0], "bootstrap-samples", 1, 1, CONFIDENCE, note)
     return PairEstimate(est, "none", bv[0], nv[0], unit, note)
+
+
+def compare_notes(pairs: Sequence[Pair]) -> list[str]:
+    """Notes on a whole comparison from its pairs (a ``"row"`` metric's: ``compare_rows.row_notes``)."""
+    if not pairs or pairs[0].metric not in METRICS_BY_NAME:
+        return []
+    metric = METRICS_BY_NAME[pairs[0].metric]
+    if metric.kind != "row":
+        return []
+    left_out = [x for p in pairs for x in p.left_out]
+    sources = [s for p in pairs for side in p.sources.values() for s in side]
+    return row_notes(metric, left_out, sources)
 
 
 def env_diff(base: Group, new: Group) -> list[dict[str, Any]]:
@@ -334,6 +356,7 @@ def make_pair(
     pe = estimate_pair(base, new, metric)
     est = pe.estimate
     pair.estimate, pair.ci_covers, pair.unit, pair.note = est, pe.ci_covers, pe.unit, pe.note
+    pair.left_out, pair.sources = pe.left_out, pe.sources
     pair.base_value, pair.new_value = pe.base_value, pe.new_value
     pair.base_row_value, pair.new_row_value = _row_value(base, spec), _row_value(new, spec)
     pair.memory_base_bytes = base.first(lambda r: r.memory.get(MEMORY_COLUMN))
@@ -395,4 +418,13 @@ def _skip_reason(group: Group | None) -> str:
     return f"skipped: {skipped[0].reason}" if skipped else ""
 
 
-__all__ = ["CONFIDENCE", "Group", "Pair", "PairEstimate", "env_diff", "estimate_pair", "make_pair"]
+__all__ = [
+    "CONFIDENCE",
+    "Group",
+    "Pair",
+    "PairEstimate",
+    "compare_notes",
+    "env_diff",
+    "estimate_pair",
+    "make_pair",
+]

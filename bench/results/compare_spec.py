@@ -10,10 +10,14 @@
   * ``"rate"``: ``k / time`` with a per-row constant ``k`` (throughput, MFU), so its per-process
     figures and samples follow from the time ones exactly;
   * ``"exact"``: a deterministic figure (bytes), compared exactly;
-  * ``"row"``: one figure per row and no samples (e.g. energy per step): several rows a side give a
-    between-process CI, one a side an unbounded ratio.
+  * ``"row"``: one figure per process and no samples (energy: a counter read at the window's two
+    ends has no within-process spread). A ``--repeat R`` row gives R figures (its sidecar's
+    ``repeats``), any other row one; two or more a side give a between-process CI (Welch t on
+    logs), one a side the ratio without a CI. A row whose cell is empty is left out, with the
+    reason its sidecar's ``sidecar_key`` record gives (never compared as 0). ``source_columns``
+    say where a figure came from: two sides whose sources differ get no ratio.
 
-  A new metric (``energy``, say) is one entry here.
+  A new metric is one entry here.
 
 Torch-free and rich-free.
 """
@@ -67,6 +71,12 @@ class Metric:
     words: str  # what the header line says: "step time (lower is better)"
     axis: str  # the forest plot's axis label
     unit_column: str | None = None
+    better: str = "faster"  # how a change phrase says the better direction ("1.3x faster")
+    worse: str = "slower"
+    # "row" metrics: the columns naming where a figure came from (two sides must agree), and the
+    # sidecar record whose ``reason`` says why a row's cell is empty
+    source_columns: tuple[str, ...] = ()
+    sidecar_key: str | None = None
 
 
 METRIC_LIST: tuple[Metric, ...] = (
@@ -100,6 +110,22 @@ METRIC_LIST: tuple[Metric, ...] = (
     ),
     Metric(
         "mfu", "mfu", True, "rate", "MFU", "MFU (higher is better)", "NEW / BASE MFU (×; > 1: NEW is better)"
+    ),
+    # Per item, not per step: the two give the same ratio when items per step match, and per item
+    # stays the energy of the same work when they do not (--by batch_size, a parallel job's global
+    # batch against one process's batch).
+    Metric(
+        "energy",
+        "energy_j_per_item",
+        False,
+        "row",
+        "J/item",
+        "energy per item (lower is better)",
+        "NEW / BASE energy per item (×; < 1: NEW uses less)",
+        better="less energy",
+        worse="more energy",
+        source_columns=("energy_source", "energy_scope", "energy_devices"),
+        sidecar_key="energy",
     ),
 )
 METRICS_BY_NAME: dict[str, Metric] = {m.name: m for m in METRIC_LIST}

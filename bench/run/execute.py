@@ -30,7 +30,6 @@ import os
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
@@ -43,6 +42,7 @@ from bench.registry import CHILD_ENV_VAR, ScenarioSpec
 from bench.results.schema import baseline_key, scaling_efficiency
 from bench.run.grid import RunConfig, config_skip_reason
 from bench.run.request import RunRequest
+from bench.signals import shielded
 
 
 @dataclass
@@ -82,8 +82,12 @@ def _outcome(data: Mapping[str, Any], elapsed_s: float) -> Outcome:
 
 def run_in_child(cfg: RunConfig, options: RunRequest, *, device_name: str | None = None) -> Outcome:
     """Measure ``cfg`` in ``python -m bench.run.child``; never raises for what happens in the child."""
+    from bench.owned import owned
+
     t0 = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix="dlbench-") as tmp:
+    # the child's files in an owned folder (bench.owned); its marker finds whatever it started
+    with owned("child") as own:
+        tmp = own.path
         req, res, log = Path(tmp, "request.json"), Path(tmp, "result.json"), Path(tmp, "child.log")
         request = {
             "config": cfg.to_json(),
@@ -92,7 +96,7 @@ def run_in_child(cfg: RunConfig, options: RunRequest, *, device_name: str | None
             "parent_pid": os.getpid(),
         }
         req.write_text(json.dumps(request, default=str), encoding="utf-8")
-        env = {**os.environ, CHILD_ENV_VAR: "1", "PYTHONUNBUFFERED": "1"}
+        env = {**own.child_env(), CHILD_ENV_VAR: "1", "PYTHONUNBUFFERED": "1"}
         with log.open("wb") as logf:
             proc = subprocess.Popen(
                 [sys.executable, "-m", "bench.run.child", str(req), str(res)],
@@ -194,7 +198,8 @@ def execute(
             outcome = runner_for(cfg, isolation)(cfg, options, device_name=device_name)
         row = results.build_row(cfg, outcome, run_id=run_id, env=env, request=options, columns=writer.columns)
         with_scaling(row, baselines)
-        writer.append(row, results.samples_record(row, outcome) if outcome.status != "skipped" else None)
+        with shielded():  # a signal waits until the row and its sidecar record are both written
+            writer.append(row, results.samples_record(row, outcome) if outcome.status != "skipped" else None)
         out.rows.append(row)
         if on_done:
             on_done(i, cfg, row)
@@ -270,7 +275,8 @@ def _execute_repeated(
     def write(i: int, cfg: RunConfig, outcome: Outcome) -> None:
         row = results.build_row(cfg, outcome, run_id=run_id, env=env, request=options, columns=writer.columns)
         with_scaling(row, baselines)
-        writer.append(row, results.samples_record(row, outcome) if outcome.status != "skipped" else None)
+        with shielded():  # a signal waits until the row and its sidecar record are both written
+            writer.append(row, results.samples_record(row, outcome) if outcome.status != "skipped" else None)
         out.rows.append(row)
         if on_done:
             on_done(i, cfg, row)
@@ -357,10 +363,12 @@ class RepeatedTiming:
 
     ``median_ms`` and the CI come from ``bench.stats.hierarchical_summary`` of the R processes'
     samples (each process reduced to its median; the CI across those medians), so the CI covers the
-    drift between processes, which no single process's samples can show. ``n``, ``samples_ms``,
-    ``iqr_ms`` and ``cv`` are over all samples pooled; ``stop_reason`` is the first of ``time_cap``,
-    ``max_samples``, ``ci_target`` that any process stopped by. ``noisy``: the CI is wider than
-    ``+-target_rel_ci`` of the median (with 2 processes the t-interval is wide: add repeats).
+    drift between processes, which no single process's samples can show, and never reaches beyond
+    their medians. ``n``, ``samples_ms``, ``iqr_ms`` and ``cv`` are over all samples pooled;
+    ``stop_reason`` is the first of ``time_cap``, ``max_samples``, ``ci_target`` that any process
+    stopped by. ``noisy``: the CI is wider than ``+-target_rel_ci`` of the median, or R is too small
+    for a CI at the confidence level (R < 6 at 95 %: the CI is the medians' range, and the reason
+    states its lower coverage).
     """
 
     repeats: list[Any]  # bench.harness.timing.TimingResult, one per process
@@ -420,14 +428,25 @@ class RepeatedTiming:
 
     @property
     def noisy_reasons(self) -> list[str]:
-        rel = self.rel_ci_halfwidth
-        if rel <= self.target_rel_ci:
-            return []
+        from bench.stats import order_stat_ranks
+        from bench.stats.compare import range_coverage
+
+        r = len(self.repeats)
         unit = "processes" if self.ci_covers == "between-process" else "runs in one process"
-        return [
-            f"{self.ci_covers} CI half-width {rel:.2%} of the median exceeds target "
-            f"{self.target_rel_ci:.2%} ({len(self.repeats)} {unit}; more --repeat narrows it)"
-        ]
+        out = []
+        if order_stat_ranks(r, self.confidence) is None:
+            need = next(k for k in range(r, 64) if order_stat_ranks(k, self.confidence) is not None)
+            out.append(
+                f"only {r} {unit}: the CI is the range of their medians, which covers the median "
+                f"{range_coverage(r):.0%} of the time, not {self.confidence:.0%} (--repeat {need} or more)"
+            )
+        rel = self.rel_ci_halfwidth
+        if rel > self.target_rel_ci:
+            out.append(
+                f"{self.ci_covers} CI half-width {rel:.2%} of the median exceeds target "
+                f"{self.target_rel_ci:.2%} ({r} {unit}; more --repeat narrows it)"
+            )
+        return out
 
     @property
     def noisy(self) -> bool:
@@ -467,8 +486,7 @@ def _repeat_notes(measurements: Sequence[Any]) -> list[str]:
     """
     n_rep = len(measurements)
     per = [
-        [n for n in m.notes if not n.startswith("noisy: ") or n.startswith(_KEPT_NOISY)]
-        for m in measurements
+        [n for n in m.notes if not n.startswith("noisy: ") or n.startswith(_KEPT_NOISY)] for m in measurements
     ]
     out: list[str] = []
     for k, notes in enumerate(per):

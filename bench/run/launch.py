@@ -5,12 +5,30 @@
 ``Outcome``. It starts torch's own launcher, ``torch.distributed.run`` (torchrun), as a subprocess
 in a session of its own::
 
-    python -m bench.run.launch --parent-pid PID -- <torchrun arguments> -m bench.run.rank_worker REQ OUT
+    python -m bench.run.launch --parent-pid PID [--tmpdir DIR] [--loopback] --
+        <torchrun arguments> -m bench.run.rank_worker REQ OUT
 
 (this module's ``main`` asks for SIGKILL when dlbench dies, then hands its argv to torchrun's
-``main``). torchrun's elastic agent does the rendezvous (``--rdzv-backend``, ``--rdzv-endpoint``;
-one node: c10d on ``127.0.0.1:<free port>``) and starts ``--nproc`` ranks per node, each running
-``bench.run.rank_worker``; ``--max-restarts 0``, so a failed rank fails the job.
+``main``). torchrun's elastic agent does the rendezvous (``--rdzv-backend``, ``--rdzv-endpoint``)
+and starts ``--nproc`` ranks per node, each running ``bench.run.rank_worker``; ``--max-restarts 0``,
+so a failed rank fails the job.
+
+Ownership: each job runs inside an owned entry (``bench.owned``, with a guardian): its request,
+results, logs and torchelastic's log folder (``--log-dir``; the agent's own temporary files too)
+live there, and every process of the job carries the entry's marker. The agent leads a session of
+its own and each rank leads one (torchrun's doing); on every way out -- the job's end, a timeout,
+SIGINT, SIGTERM -- those sessions and every marked process are killed and the entry removed; a
+SIGKILL of dlbench is cleaned up by the guardian. A rank asks to die with the agent before it
+imports anything, and exits at once if the agent is already gone (``DLBENCH_AGENT_PID``).
+
+Networking: one node without ``--rdzv-endpoint`` uses a free port on 127.0.0.1; with a loopback
+endpoint (or none) the agent's TCP stores (torch's c10d rendezvous store, the store it shares with
+the ranks, a static rendezvous's store) are handed a socket bound to that loopback address
+(``master_listen_fd``) instead of listening on every interface, and gloo/NCCL use the ``lo``
+interface: nothing of the job listens on the network. A multi-node endpoint listens on the network,
+as it must. The rendezvous id is new for every job: a fresh uuid on one node, ``--rdzv-id`` (which
+the user gives every node of one run) plus the configuration on several, so two runs that share an
+endpoint never join one rendezvous.
 
 Threads: unless ``OMP_NUM_THREADS`` is set, each rank gets ``cpu_count // nproc`` intra-op threads
 (the ranks of a node share its cores; the ``none`` row uses them all).
@@ -21,28 +39,33 @@ Failure handling, within ``--timeout`` seconds per configuration:
   ``error`` (``oom`` for an out-of-memory error) and says which rank;
 - a rank that crashes (signal, abort) leaves no result; the row is ``error`` with torchrun's summary
   of the failure (exit code or signal of each failed rank) and the rank's last log line;
-- past the timeout (a rank that hangs, a peer that never arrives) every process of the job (agent
-  and ranks, found through ``psutil`` while the job runs; each rank is a session leader of its own)
-  is killed with SIGKILL and waited for; the row is ``timeout`` and names each rank's last phase.
+- past the timeout (a rank that hangs, a peer that never arrives) every process of the job is
+  killed with SIGKILL and waited for; the row is ``timeout`` and names the rank that hung, its phase
+  and for how long, and where the others wait;
+- the launcher failing before any rank starts (a rendezvous it cannot reach or host) gives the
+  launcher's own last error, not a guess.
 
 Either way nothing of the job is left running and the sweep goes on. A launch that fails before any
-rank starts (a rendezvous port taken, a peer node still leaving the previous job's rendezvous) is
-retried while the timeout allows.
+rank starts on a port dlbench picked (taken meanwhile), or across nodes (the endpoint still held by
+the previous configuration's store, a peer still leaving its rendezvous), is retried while the
+timeout allows; a one-node launch on a given ``--rdzv-endpoint`` is not, and the launcher's own
+error is the row's reason.
 
 Merging (``merge_ranks``): the time columns are the slowest rank's (highest median), the memory
-columns the most loaded rank's (highest peak); ``job_throughput`` counts the whole job's items
-(the global batch) over the slowest rank's median; ``comm_bytes_per_step`` is the largest of the
-ranks'; MFU is the slowest rank's (each rank measures its device's peak itself, so this process
-never opens a CUDA context that would hold memory on GPU 0); energy is the sum over every rank's
-devices (``bench.harness.energy.merge_ranks``: a CPU package that ranks share counts once), per
-step of the job and per item of the global batch; each rank's own figures go to the
-sidecar (``ranks``). A multi-node job gathers every
-rank's figures to each node, so every node's ``dlbench run`` writes the same job-level row.
+columns the most loaded rank's (highest peak), the noise sentinel the busiest rank's window;
+``job_throughput`` counts the whole job's items (the global batch) over the slowest rank's median;
+``comm_bytes_per_step`` is the largest of the ranks'; MFU is the slowest rank's (each rank
+measures its device's peak itself, so this process never opens a CUDA context that would hold
+memory on GPU 0); energy is the sum over every rank's devices (``bench.harness.energy.merge_ranks``:
+a CPU package that ranks share counts once), per step of the job and per item of the global batch;
+each rank's own figures go to the sidecar (``ranks``). A multi-node job gathers every rank's figures
+to each node, so every node's ``dlbench run`` writes the same job-level row.
 """
 
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import json
 import os
 import re
@@ -50,7 +73,6 @@ import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from collections.abc import Callable
@@ -64,8 +86,10 @@ from bench.run.grid import RunConfig
 from bench.run.measure import Measurement
 from bench.run.request import RunRequest
 
-_LOOPBACK = ("127.", "localhost", "::1", "[::1]")
 POLL_S = 0.2  # how often the parent checks the job and records its processes
+AGENT_PID_ENV = "DLBENCH_AGENT_PID"  # the agent's pid, for a rank to check that its parent still lives
+# the order a rank goes through (bench.run.rank_worker); a hung rank is the least advanced one
+PHASES = ("init", "build", "wrap", "timing", "profile", "memory", "flops", "peak", "gather", "done")
 
 
 @dataclass
@@ -85,30 +109,52 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _is_loopback(endpoint: str) -> bool:
-    host = endpoint.rpartition(":")[0]
-    return host.startswith(_LOOPBACK)
+def _host(endpoint: str) -> str:
+    host = endpoint.strip().rpartition(":")[0]
+    return host[1:-1] if host.startswith("[") and host.endswith("]") else host
+
+
+def is_loopback(endpoint: str) -> bool:
+    """True when every address ``endpoint``'s host resolves to is a loopback address."""
+    host = _host(endpoint)
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        pass
+    try:
+        infos = socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)
+    except OSError:
+        return False
+    return bool(infos) and all(ipaddress.ip_address(str(i[4][0]).split("%")[0]).is_loopback for i in infos)
 
 
 def rendezvous(cfg: RunConfig, options: RunRequest) -> tuple[str, str, str]:
     """(backend, endpoint, id) of the job's rendezvous.
 
-    One node without ``--rdzv-endpoint``: c10d on a free loopback port, a fresh id. Several nodes:
-    the given endpoint and an id derived from the configuration, the same on every node (each
-    configuration is its own rendezvous, in the same grid order on every node).
+    One node: the given endpoint, or a free port on 127.0.0.1, and a fresh id for every job (so a
+    second run given the same endpoint cannot join this one). Several nodes: the given endpoint and
+    ``--rdzv-id`` plus a digest of the configuration, the same on every node (each configuration is
+    its own rendezvous, in the same grid order on every node) and new for every run.
     """
-    if options.rdzv_endpoint is None:
-        return "c10d", f"127.0.0.1:{_free_port()}", f"dlbench-{uuid.uuid4().hex[:12]}"
-    digest = hashlib.sha1(cfg.key.encode()).hexdigest()[:12]
-    return options.rdzv_backend, options.rdzv_endpoint.strip(), f"dlbench-{digest}"
+    if cfg.nnodes > 1:
+        assert options.rdzv_endpoint is not None and options.rdzv_id  # RunRequest requires both
+        digest = hashlib.sha1(cfg.key.encode()).hexdigest()[:12]
+        return options.rdzv_backend, options.rdzv_endpoint.strip(), f"dlbench-{options.rdzv_id}-{digest}"
+    endpoint = options.rdzv_endpoint.strip() if options.rdzv_endpoint else f"127.0.0.1:{_free_port()}"
+    return options.rdzv_backend, endpoint, f"dlbench-{uuid.uuid4().hex[:16]}"
 
 
-def torchrun_args(cfg: RunConfig, options: RunRequest, request: Path, outdir: Path) -> list[str]:
+def torchrun_args(
+    cfg: RunConfig, options: RunRequest, request: Path, outdir: Path, log_dir: Path | None = None
+) -> list[str]:
     """The torchrun command line of one configuration (after ``python -m torch.distributed.run``)."""
     backend, endpoint, rdzv_id = rendezvous(cfg, options)
-    conf = [f"join_timeout={max(1, int(options.timeout_s))}"]
-    if backend == "c10d" and cfg.nnodes > 1:
-        conf.append(f"is_host={'true' if options.node_rank == 0 else 'false'}")  # node 0 serves the store
+    timeout = max(1, int(options.timeout_s))
+    conf = [f"join_timeout={timeout}"] if backend != "static" else [f"timeout={timeout}"]
+    if backend == "c10d":
+        # one node hosts its own store (a port already taken fails, instead of joining another job's);
+        # several: node 0 serves the store
+        conf.append(f"is_host={'true' if options.node_rank == 0 else 'false'}")
     args = [
         f"--nnodes={cfg.nnodes}",
         f"--nproc-per-node={cfg.nproc_per_node}",
@@ -121,8 +167,10 @@ def torchrun_args(cfg: RunConfig, options: RunRequest, request: Path, outdir: Pa
         "--monitor-interval=0.1",
         "--shutdown-timeout=5",
     ]
-    if _is_loopback(endpoint):
-        args.append("--local-addr=127.0.0.1")  # MASTER_ADDR for the ranks' own process group
+    if log_dir is not None:
+        args.append(f"--log-dir={log_dir}")  # torchelastic's logs in our folder, not a new one in TMPDIR
+    if is_loopback(endpoint):
+        args.append(f"--local-addr={_host(endpoint)}")  # MASTER_ADDR of the ranks' process group
     return [*args, "-m", "bench.run.rank_worker", str(request), str(outdir)]
 
 
@@ -132,8 +180,9 @@ def job_env(cfg: RunConfig, options: RunRequest) -> dict[str, str]:
     if "OMP_NUM_THREADS" not in os.environ:
         env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // cfg.nproc_per_node))
     endpoint = options.rdzv_endpoint or "127.0.0.1:0"
-    if _is_loopback(endpoint) and "GLOO_SOCKET_IFNAME" not in os.environ:
-        env["GLOO_SOCKET_IFNAME"] = "lo"
+    if is_loopback(endpoint):  # the ranks' own sockets on the loopback interface too
+        env.setdefault("GLOO_SOCKET_IFNAME", "lo")
+        env.setdefault("NCCL_SOCKET_IFNAME", "lo")
     return env
 
 
@@ -144,6 +193,7 @@ class _Job:
     """The torchrun agent and every process it starts, killed together when needed."""
 
     def __init__(self, argv: list[str], env: dict[str, str], log: Path) -> None:
+        """Start the agent (``argv``) in a session of its own; ``env`` carries the owner's marker."""
         import psutil
 
         self._psutil = psutil
@@ -182,8 +232,15 @@ class _Job:
     def kill(self) -> int:
         """SIGKILL the agent's process group and every process of the job still alive; wait for them.
 
-        Returns how many processes were still alive.
+        Each rank leads a session of its own (torchrun's doing), so each group seen is killed whole:
+        what a rank started goes too. Returns how many processes were still alive.
         """
+        from bench.signals import shielded
+
+        with shielded():
+            return self._kill()
+
+    def _kill(self) -> int:
         self.track()
         alive = [p for p in self.seen.values() if p.is_running()]
         for p in alive:
@@ -240,14 +297,61 @@ def _read_json(path: Path) -> Any:
         return None
 
 
+def _agent_error(log: Path) -> str:
+    """The launcher's own last error: the final line of the last traceback in the agent's log."""
+    try:
+        lines = log.read_text(errors="replace").splitlines()
+    except OSError:
+        return ""
+    last = ""
+    in_tb = False
+    for ln in lines:
+        if ln.startswith("Traceback (most recent call last):"):
+            in_tb = True
+            continue
+        if in_tb and ln and not ln[0].isspace():
+            last, in_tb = ln.strip(), False
+    return _clean(last)
+
+
+def _read_phase(outdir: Path, rank: int) -> tuple[str, float | None] | None:
+    """(phase, seconds in it) of ``rank``, from ``rank<r>.phase`` (``name`` or ``name<TAB>since``)."""
+    try:
+        text = (outdir / f"rank{rank}.phase").read_text(encoding="utf-8").strip()
+    except OSError:
+        return None
+    name, _, since = text.partition("\t")
+    try:
+        return name, max(0.0, time.time() - float(since))
+    except ValueError:
+        return name, None
+
+
 def _phases(outdir: Path, world_size: int) -> str:
-    parts = []
-    for r in range(world_size):
-        try:
-            parts.append(f"rank {r}: {(outdir / f'rank{r}.phase').read_text(encoding='utf-8').strip()}")
-        except OSError:
-            parts.append(f"rank {r}: not started here")
-    return ", ".join(parts)
+    """Which rank hung, in which phase and for how long, and where the others wait."""
+    seen = {r: _read_phase(outdir, r) for r in range(world_size)}
+    order = {name: i for i, name in enumerate(PHASES)}
+
+    def rank_of(r: int) -> int:
+        ph = seen[r]
+        return -1 if ph is None else order.get(ph[0].split(" ")[0], len(PHASES))
+
+    lowest = min(rank_of(r) for r in seen)
+    stuck = [r for r in seen if rank_of(r) == lowest]
+    others = [r for r in seen if rank_of(r) != lowest]
+
+    def where(r: int) -> str:
+        ph = seen[r]
+        if ph is None:
+            return "never started"
+        return f"in {ph[0]}" + (f" for {ph[1]:.1f} s" if ph[1] is not None else "")
+
+    if not others:
+        parts = ", ".join(f"rank {r}: {where(r)}" for r in stuck)
+        return f"every rank stopped at the same point ({parts}): a collective that never completed?"
+    head = ", ".join(f"rank {r}" for r in stuck)
+    verb = "never started" if seen[stuck[0]] is None else f"hung {where(stuck[0])}"
+    return f"{head} {verb}; " + ", ".join(f"rank {r} waits {where(r)}" for r in others)
 
 
 def merge_ranks(cfg: RunConfig, ranks: list[dict[str, Any]]) -> ParallelMeasurement:
@@ -301,6 +405,7 @@ def merge_ranks(cfg: RunConfig, ranks: list[dict[str, Any]]) -> ParallelMeasurem
                 "mem_optimizer_bytes": mem.get("mem_optimizer_bytes"),
                 "mem_activations_bytes": mem.get("mem_activations_bytes"),
                 "comm_bytes_per_step": r.get("comm_bytes_per_step"),
+                "noise_other_cpu_pct": r.get("noise_other_cpu_pct"),
             }
         )
     extra = dict(r_slow.get("extra") or {})
@@ -334,6 +439,11 @@ def merge_ranks(cfg: RunConfig, ranks: list[dict[str, Any]]) -> ParallelMeasurem
         ranks=per_rank,
         energy=energy,
     )
+    # the noise sentinel: the busiest window any rank saw (the job's own ranks not counted as noise)
+    others = [r["noise_other_cpu_pct"] for r in ranks if r.get("noise_other_cpu_pct") is not None]
+    steals = [r["noise_steal_pct"] for r in ranks if r.get("noise_steal_pct") is not None]
+    m.noise_other_cpu_pct = max(others) if others else None
+    m.noise_steal_pct = max(steals) if steals else None
     # MFU: the slowest rank's, against one device's peak (measured in the rank: no CUDA context here)
     for name, value in (r_slow.get("mfu") or {}).items():
         setattr(m, name, value)
@@ -379,6 +489,13 @@ def _failed(cfg: RunConfig, outdir: Path, rc: int, log: Path, elapsed_s: float) 
             r, status = d.get("rank"), str(d.get("status"))
             why = _clean(str(d.get("reason") or _tail(outdir / f"rank{r}.log", 1)))
             return Outcome(status, f"rank {r} of {_nranks(cfg)}: {why}", elapsed_s=elapsed_s)
+    if not any(outdir.glob("rank*.phase")):  # no rank ever ran: the launcher itself failed
+        why = _agent_error(log) or _tail(log, 2) or "no output"
+        return Outcome(
+            "error",
+            _clean(f"the torchrun launcher failed before any rank started (exit {rc}): {why}"),
+            elapsed_s=elapsed_s,
+        )
     agent = _agent_failures(log)
     logs = " | ".join(f"rank {r}: {t}" for r in missing if (t := _tail(outdir / f"rank{r}.log", 1)))
     what = f"rank(s) {missing} died without a result (crash or signal)" if missing else "no merged result"
@@ -447,52 +564,165 @@ def _run_job(
     payload: dict[str, Any],
     finish: Callable[[RunConfig, Path, int, Path, float], Outcome],
 ) -> Outcome:
-    """Run one torchrun job of ``bench.run.rank_worker`` on ``payload``; ``finish`` reads its result."""
+    """Run one torchrun job of ``bench.run.rank_worker`` on ``payload``; ``finish`` reads its result.
+
+    Everything the job writes or starts belongs to one owned entry (see the module docstring).
+    """
+    from bench.owned import owned
+
     t0 = time.perf_counter()
     deadline = t0 + options.timeout_s
     attempt = 0
     while True:
         attempt += 1
-        with tempfile.TemporaryDirectory(prefix="dlbench-par-") as tmp:
-            req, outdir, log = Path(tmp, "request.json"), Path(tmp, "out"), Path(tmp, "agent.log")
+        with owned("job", guard=True) as own:
+            tmp = own.path
+            req, outdir, log = tmp / "request.json", tmp / "out", tmp / "agent.log"
             outdir.mkdir()
+            (tmp / "tmp").mkdir()
             req.write_text(json.dumps(payload, default=str), encoding="utf-8")
-            argv = [sys.executable, "-m", "bench.run.launch", "--parent-pid", str(os.getpid()), "--"]
-            job = _Job([*argv, *torchrun_args(cfg, options, req, outdir)], job_env(cfg, options), log)
+            args = torchrun_args(cfg, options, req, outdir, log_dir=tmp / "torchelastic")
+            argv = [sys.executable, "-m", "bench.run.launch", "--parent-pid", str(os.getpid())]
+            argv += ["--tmpdir", str(tmp / "tmp")]
+            if any(a.startswith("--local-addr=") for a in args):
+                argv.append("--loopback")
+            job = _Job([*argv, "--", *args], own.child_env(job_env(cfg, options)), log)
             try:
                 rc = job.wait(max(0.0, deadline - time.perf_counter()))
-            except BaseException:  # Ctrl-C or the parent being stopped: never leave the job behind
+            except BaseException:  # Ctrl-C, SIGTERM: never leave the job behind
                 job.kill()
                 raise
             elapsed = time.perf_counter() - t0
             if rc is None:
+                hang = _phases(outdir, _nranks(cfg))
                 n = job.kill()
                 return Outcome(
                     "timeout",
                     f"timed out after {options.timeout_s:g} s (torchrun job killed: {n} process(es)); "
-                    f"{_phases(outdir, _nranks(cfg))}; raise --timeout to allow more",
+                    f"{hang}; raise --timeout to allow more",
                     elapsed_s=elapsed,
                 )
             if job.leftovers():  # the agent exited; nothing of its job may outlive it
                 job.kill()
             started = any(outdir.glob("rank*.phase"))
-            if rc != 0 and not started and attempt < 3 and deadline - time.perf_counter() > 5:
+            # a free port we picked may be taken meanwhile; a multi-node endpoint may still be held by
+            # the previous configuration's store, or a peer node may still be leaving its rendezvous
+            retry = options.rdzv_endpoint is None or cfg.nnodes > 1
+            if rc != 0 and not started and retry and attempt < 3 and deadline - time.perf_counter() > 5:
                 time.sleep(1.0)  # the rendezvous failed before any rank ran: try again
                 continue
             return finish(cfg, outdir, rc, log, elapsed)
 
 
+def _listening_socket(host: str, port: int) -> socket.socket:
+    """A TCP socket bound to ``host:port`` (``port`` 0: a free one) and listening."""
+    family, kind, proto, _, addr = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(addr)
+        sock.listen(128)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def loopback_tcp_store(*args: Any, **kwargs: Any) -> Any:
+    """``torch.distributed.TCPStore``, its server listening on the (loopback) host it is given.
+
+    torch's TCPStore server listens on every interface whatever its host name; given an already
+    bound socket (``master_listen_fd``, libuv backend) it listens there instead. Clients are
+    unchanged.
+    """
+    from torch.distributed import TCPStore
+
+    names = ("host_name", "port", "world_size", "is_master", "timeout", "wait_for_workers", "multi_tenant")
+    kw: dict[str, Any] = dict(zip(names, args, strict=False))
+    kw.update(kwargs)
+    if kw.get("is_master") and kw.get("master_listen_fd") is None:
+        sock = _listening_socket(str(kw["host_name"]), int(kw["port"]))
+        kw["port"] = sock.getsockname()[1]
+        kw["master_listen_fd"] = sock.detach()  # the store owns the descriptor from here
+        kw["use_libuv"] = True
+    return TCPStore(**kw)
+
+
+def bind_stores_to_loopback() -> list[str]:
+    """Make the elastic agent's TCP stores listen on their host only (see ``loopback_tcp_store``).
+
+    Patches, in this process (the agent), the three places torch's launcher creates a store server:
+    the c10d rendezvous backend's store, the store the agent shares with its ranks, and the static
+    rendezvous's store. Returns what it patched; a test lists the job's listening sockets, so a
+    torch that moves these fails there, not silently.
+    """
+    patched = []
+    try:
+        from torch.distributed.elastic.rendezvous import c10d_rendezvous_backend as c10d
+
+        c10d.TCPStore = loopback_tcp_store  # type: ignore[misc,assignment]
+        patched.append("c10d_rendezvous_backend.TCPStore")
+    except ImportError:
+        pass
+    try:
+        from torch.distributed.elastic.rendezvous import static_tcp_rendezvous as static
+
+        static.TCPStore = loopback_tcp_store  # type: ignore[misc,assignment]
+        patched.append("static_tcp_rendezvous.TCPStore")
+    except ImportError:
+        pass
+    try:
+        from torch.distributed.elastic.rendezvous.dynamic_rendezvous import DynamicRendezvousHandler
+
+        if hasattr(DynamicRendezvousHandler, "_create_tcp_store_server"):
+
+            def server(self: Any, *args: Any) -> Any:
+                # (master_addr, master_port) in torch 2.13; (bootstrap_store_info,) in some earlier ones
+                if len(args) == 1:
+                    addr, port = args[0].master_addr, args[0].master_port
+                else:
+                    addr, port = args
+                return loopback_tcp_store(addr, port, is_master=True, multi_tenant=True)
+
+            DynamicRendezvousHandler._create_tcp_store_server = server  # type: ignore[method-assign,assignment]
+            patched.append("DynamicRendezvousHandler._create_tcp_store_server")
+    except ImportError:
+        pass
+    return patched
+
+
 def main(argv: list[str] | None = None) -> int:
-    """``python -m bench.run.launch --parent-pid PID -- TORCHRUN-ARGS``: torchrun, dying with dlbench."""
+    """``python -m bench.run.launch --parent-pid PID [--tmpdir DIR] [--loopback] -- TORCHRUN-ARGS``.
+
+    torchrun's agent in this process: it dies with dlbench (and exits at once if dlbench is already
+    gone), keeps its own temporary files in ``--tmpdir``, and with ``--loopback`` its stores listen
+    on the loopback address only. The ranks learn its pid (``DLBENCH_AGENT_PID``).
+    """
     args = sys.argv[1:] if argv is None else list(argv)
     parent: int | None = None
-    if args[:1] == ["--parent-pid"]:
-        parent, args = int(args[1]), args[2:]
+    loopback = False
+    tmpdir: str | None = None
+    while args and args[0] != "--":
+        if args[0] == "--parent-pid":
+            parent, args = int(args[1]), args[2:]
+        elif args[0] == "--tmpdir":
+            tmpdir, args = args[1], args[2:]
+        elif args[0] == "--loopback":
+            loopback, args = True, args[1:]
+        else:
+            break
     if args[:1] == ["--"]:
         args = args[1:]
-    from bench.run.child import _die_with_parent
+    from bench.owned import die_with_parent
 
-    _die_with_parent(parent)
+    die_with_parent(parent)
+    os.environ[AGENT_PID_ENV] = str(os.getpid())
+    if tmpdir is not None:
+        import tempfile
+
+        tempfile.tempdir = tmpdir  # the agent's own temporary files only (the ranks keep TMPDIR)
+    if loopback:
+        bind_stores_to_loopback()
     from torch.distributed.run import main as torchrun_main
 
     torchrun_main(args)

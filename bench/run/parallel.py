@@ -326,9 +326,18 @@ class PipelineStep:
 
 
 def build_parallel_step(
-    cfg: RunConfig, *, rank: int, world_size: int, device: str
+    cfg: RunConfig,
+    *,
+    rank: int,
+    world_size: int,
+    device: str,
+    phase: Callable[[str], None] | None = None,
 ) -> tuple[Workload, Any, ParallelInfo]:
-    """This rank's workload, step and strategy info, in ``build_step``'s order (see the module doc)."""
+    """This rank's workload, step and strategy info, in ``build_step``'s order (see the module doc).
+
+    ``phase("wrap")`` is called before the strategy is applied (DDP and FSDP wait there for every
+    rank), so a rank that hangs while building is told apart from the peers waiting for it.
+    """
     spec = get_scenario(cfg.scenario)
     params = {**cfg.params_dict, "batch_size": local_batch_size(cfg)}
     scfg = spec.make_config(cfg.preset, **params)
@@ -342,6 +351,8 @@ def build_parallel_step(
         )  # 1. build, 2. checkpointing; the precision wraps each phase when it runs (4.)
     except Unsupported as exc:  # no blocks to checkpoint: a skipped row, as a parallel rank reports it
         raise ParallelUnsupported(str(exc)) from None
+    if phase is not None:
+        phase("wrap")
     info, pipe = apply_parallel(  # 3. the parallel technique
         workload,
         cfg.parallel,

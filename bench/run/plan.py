@@ -113,6 +113,54 @@ def check_environment() -> None:
         pass
 
 
+def cpu_cores() -> int:
+    """The CPU cores this process may run on (its affinity mask; ``os.cpu_count`` where unknown)."""
+    import os
+
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def check_launch(req: RunRequest, device: str) -> None:
+    """The launch options of parallel configurations, checked before anything starts.
+
+    - ``--nproc`` on CPU: at most the cores this process may use, unless ``--oversubscribe`` (more
+      ranks than cores time the contention between them, not the strategy);
+    - an etcd rendezvous backend needs the ``etcd`` package (torch imports it in the launcher,
+      where its absence would surface as a failed job);
+    - ``--rdzv-endpoint``: its host must resolve (a typo would surface as ranks that never start).
+    """
+    if all(p == "none" for p in req.parallel):
+        return
+    ranks_on_cpu = any(p in ("ddp", "fsdp", "pipeline") for p in req.parallel)
+    if ranks_on_cpu and not device.startswith("cuda") and not req.oversubscribe:
+        cores = cpu_cores()
+        if req.nproc > cores:
+            raise UsageError(
+                f"--nproc: {req.nproc} ranks per node on the CPU, but this machine has {cores} core(s) "
+                "for this process: the ranks would share cores and the timing would measure their "
+                f"contention; use --nproc {cores} or fewer, or --oversubscribe to run them anyway"
+            )
+    if req.rdzv_backend in ("etcd", "etcd-v2"):
+        import importlib.util
+
+        if importlib.util.find_spec("etcd") is None:
+            raise UsageError(
+                f"--rdzv-backend {req.rdzv_backend}: needs the python-etcd package (`import etcd`), which "
+                "is not installed here; use the default c10d backend, or pip install python-etcd"
+            )
+    if req.rdzv_endpoint is not None:
+        import socket
+
+        host, _, port = req.rdzv_endpoint.strip().rpartition(":")
+        try:
+            socket.getaddrinfo(host.strip("[]"), int(port), type=socket.SOCK_STREAM)
+        except (OSError, UnicodeError) as exc:
+            raise UsageError(f"--rdzv-endpoint: cannot resolve host {host!r}: {exc}") from None
+
+
 def make_request(
     scenario: str | None = None, *, sweep: str | Path | None = None, **options: Any
 ) -> RunRequest:
@@ -147,6 +195,7 @@ def plan_run(scenario: str | None = None, *, sweep: str | Path | None = None, **
     if req.amp:
         precisions.append(preferred_amp(device))
     req = dataclasses.replace(req, device=device, precisions=tuple(dict.fromkeys(precisions)))
+    check_launch(req, device)
     try:
         axes = {
             name: list(dict.fromkeys(spec.coerce(name, v) for v in values))

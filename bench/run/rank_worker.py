@@ -3,20 +3,25 @@
 torchrun (``bench.run.launch``) starts this on every rank with ``RANK``, ``WORLD_SIZE``,
 ``LOCAL_RANK`` and the rendezvous in the environment. The rank:
 
-1. sends its stdout/stderr to ``OUTDIR/rank<R>.log`` and asks for SIGKILL when its parent (the
-   torchrun agent) dies, so a killed job leaves no orphan rank;
+1. before importing anything but the standard library, asks for SIGKILL when its parent (the torchrun
+   agent, ``DLBENCH_AGENT_PID``) dies, and exits at once if the agent is already gone, so a job
+   killed while its ranks start leaves no orphan rank; then sends its stdout/stderr to
+   ``OUTDIR/rank<R>.log``;
 2. joins the process group (gloo on CPU, nccl on CUDA, with ``timeout=`` the run's ``--timeout``, so
    a peer that never arrives ends the wait on its own too);
 3. builds its step (``bench.run.parallel.build_parallel_step``), times it under the collective
-   stopping rule, then runs the memory and FLOP passes (each on every rank, so collectives match);
+   stopping rule with the noise sentinel around it (other processes' CPU use, the job's own ranks
+   on this node excluded), then runs the memory and FLOP passes (each on every rank, so
+   collectives match);
 4. writes ``OUTDIR/rank<R>.json`` (its status and figures), all-gathers every rank's figures, and
    local rank 0 of each node writes ``OUTDIR/job.json`` (all ranks, in rank order), which the parent
    merges into the row. Every node's parent thus holds the whole job's figures.
 
-``OUTDIR/rank<R>.phase`` always names the phase the rank is in (``init``, ``build``, ``timing``, ...),
-so a timeout can say where each rank was. A rank that fails writes its ``rank<R>.json``
-(``error``, ``oom`` or ``skipped``) and exits non-zero at once (``os._exit``, without tearing down the
-group a peer may be blocked in): torchrun then stops the other ranks and the parent reads the reason.
+``OUTDIR/rank<R>.phase`` always names the phase the rank is in (``init``, ``build``, ``timing``, ...)
+and since when, so a timeout can say which rank hung where, and for how long. A rank that fails
+writes its ``rank<R>.json`` (``error``, ``oom`` or ``skipped``) and exits non-zero at once
+(``os._exit``, without tearing down the group a peer may be blocked in): torchrun then stops the
+other ranks and the parent reads the reason.
 
 The request's ``task`` is ``time`` (the above; the default) or ``profile`` (``dlbench profile
 --parallel``, from ``bench.run.launch.profile_parallel``): step 3 becomes the same build and strategy,
@@ -26,17 +31,42 @@ then ``bench.profile.trace.profile_step(step, out_dir=..., rank=R)`` (``profile_
 
 from __future__ import annotations
 
-import datetime
-import json
 import os
-import socket
 import sys
-import time
-import traceback
-from pathlib import Path
-from typing import Any
 
-from bench.registry import CHILD_ENV_VAR
+
+def _die_with_agent() -> None:
+    """SIGKILL this rank when its parent (the agent) dies; exit now if it died already.
+
+    Runs before any other import (the window between the agent starting a rank and the rank asking
+    to die with it is the interpreter's start-up alone), and compares the parent with the agent's
+    pid from ``DLBENCH_AGENT_PID``, so an agent killed even earlier is noticed too.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, 9)  # PR_SET_PDEATHSIG, SIGKILL
+    except Exception:
+        return
+    agent = os.environ.get("DLBENCH_AGENT_PID", "")
+    if agent.isdigit() and os.getppid() != int(agent):
+        os._exit(1)
+
+
+if __name__ == "__main__":
+    _die_with_agent()
+
+import datetime  # noqa: E402
+import json  # noqa: E402
+import socket  # noqa: E402
+import time  # noqa: E402
+import traceback  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Any  # noqa: E402
+
+from bench.registry import CHILD_ENV_VAR  # noqa: E402
 
 EXIT_FAILED = 1  # error / oom: torchrun reports the job failed and stops the other ranks
 EXIT_SKIPPED = 3  # the configuration cannot run this way: also non-zero, so no peer waits on us
@@ -55,8 +85,9 @@ class _Phase:
         self.path = outdir / f"rank{rank}.phase"
 
     def __call__(self, name: str) -> None:
+        """Enter phase ``name``: the file holds ``name<TAB>unix time``."""
         tmp = self.path.with_name(self.path.name + ".tmp")
-        tmp.write_text(name, encoding="utf-8")
+        tmp.write_text(f"{name}\t{time.time():.3f}", encoding="utf-8")
         os.replace(tmp, self.path)
 
 
@@ -91,6 +122,7 @@ def measure_rank(
     from bench.harness.energy_meter import EnergyMeter
     from bench.harness.flops import count_flops
     from bench.harness.memory import measure_memory
+    from bench.harness.noise import read_ticks
     from bench.run.measure import mfu_fields
     from bench.run.parallel import agree_max, build_parallel_step, rank_device, time_distributed
 
@@ -100,8 +132,11 @@ def measure_rank(
     metered = [f"cuda:{i}" for i in range(world_size)] if dp_gpus else [device]
     with EnergyMeter(metered) as meter:
         phase("build")
-        workload, step, info = build_parallel_step(cfg, rank=rank, world_size=world_size, device=device)
+        workload, step, info = build_parallel_step(
+            cfg, rank=rank, world_size=world_size, device=device, phase=phase
+        )
         phase("timing")
+        before = read_ticks()
         timing = time_distributed(
             step,
             device=device,
@@ -114,8 +149,12 @@ def measure_rank(
             min_time_s=meter.min_time_s(req.max_time_s),
             window=meter,
         )
+        after = read_ticks()
     energy = meter.result(steps=timing.n, items_per_step=workload.items_per_step)
+    noise = job_noise(before, after, ctrl, world_size)
     notes: list[str] = []
+    if noise.busy:
+        notes.append(f"noisy: {noise.reason()}")
     comm_bytes = info.comm_bytes_per_step
     if info.stage_output_bytes is not None:  # pipeline: every boundary's activation, from every stage
         import torch.distributed as dist
@@ -169,7 +208,32 @@ def measure_rank(
         "stage_index": info.stage_index,
         "mfu": mfu,
         "energy": energy.to_dict(),
+        "noise_other_cpu_pct": noise.other_cpu_pct,
+        "noise_steal_pct": noise.steal_pct,
     }
+
+
+def job_noise(before: Any, after: Any, group: Any, world_size: int) -> Any:
+    """The noise sentinel of a rank's timing window, the job's own ranks on this node not counted.
+
+    ``bench.harness.noise`` counts every process but this one as "other"; here the ranks of one job
+    on one node share its cores by design, so their CPU ticks over the window (all-gathered, summed
+    per host) count as the job's own. A collective: every rank calls it.
+    """
+    import dataclasses
+
+    import torch.distributed as dist
+
+    from bench.harness.noise import figures
+
+    own = after.own - before.own if before is not None and after is not None else None
+    everyone: list[Any] = [None] * world_size
+    dist.all_gather_object(everyone, (socket.gethostname(), own), group=group)
+    if before is None or after is None:
+        return figures(None, None)
+    here = socket.gethostname()
+    job_own = sum(int(o) for h, o in everyone if h == here and o is not None)
+    return figures(before, dataclasses.replace(after, own=before.own + job_own))
 
 
 def profile_rank(
@@ -194,7 +258,9 @@ def profile_rank(
 
     device = rank_device(cfg, local_rank)
     phase("build")
-    _workload, step, info = build_parallel_step(cfg, rank=rank, world_size=world_size, device=device)
+    _workload, step, info = build_parallel_step(
+        cfg, rank=rank, world_size=world_size, device=device, phase=phase
+    )
     phase("profile")
     kw = {k: v for k, v in profile_kw.items() if k not in ("rank", "worker_name")}
     res = profile_step(step, device=device, out_dir=out_dir, rank=rank, **kw)
@@ -238,9 +304,8 @@ def main(argv: list[str] | None = None) -> int:
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     _redirect_output(outdir / f"rank{rank}.log")
     os.environ[CHILD_ENV_VAR] = "1"
-    from bench.run.child import _die_with_parent, is_oom
+    from bench.run.child import is_oom
 
-    _die_with_parent(None)  # the parent is torchrun's agent
     phase = _Phase(outdir, rank)
     phase("init")
     request = json.loads(Path(args[0]).read_text(encoding="utf-8"))

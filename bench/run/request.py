@@ -16,6 +16,7 @@ Adding an option means adding a field here and its flag in the CLI; nothing else
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -107,6 +108,10 @@ class RunRequest:
     rdzv_backend: str = _opt(
         "c10d", Opt("str", "--rdzv-backend", Check("choice", RDZV_BACKENDS), sweep="options")
     )
+    # a multi-node run's id, the same on every node and new for every run (one node: a fresh uuid)
+    rdzv_id: str | None = _opt(None, Opt("str", "--rdzv-id", sweep="options"))
+    # more ranks on this node than CPU cores (each rank then gets one thread and shares a core)
+    oversubscribe: bool = _opt(False, Opt("bool", "--oversubscribe", sweep="options"))
     warmup_iters: int = _opt(3, Opt("int", "warmup_iters", Check("nonneg")))
     min_samples: int = _opt(10, Opt("int", "min_samples", Check("size")))
     max_samples: int = _opt(10_000, Opt("int", "max_samples", Check("size")))
@@ -126,6 +131,16 @@ class RunRequest:
             host, sep, port = self.rdzv_endpoint.strip().rpartition(":")
             if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
                 raise UsageError(f"--rdzv-endpoint: expected HOST:PORT, got {self.rdzv_endpoint!r}")
+        if self.nnodes > 1 and not (self.rdzv_id or "").strip():
+            raise UsageError(
+                f"--rdzv-id: --nnodes {self.nnodes} needs a run id, the same on every node and new for "
+                "every run (e.g. --rdzv-id $(date +%s) on node 0, passed to the others), so two runs "
+                "that share an endpoint never join one rendezvous"
+            )
+        if self.rdzv_id is not None and not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", self.rdzv_id.strip()):
+            raise UsageError(
+                f"--rdzv-id: expected 1-64 letters, digits, '.', '_' or '-', got {self.rdzv_id!r}"
+            )
 
     # ---------------------------------------------------------------------------------------
     @classmethod

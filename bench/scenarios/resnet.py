@@ -55,7 +55,9 @@ class ResNetConfig:
         if self.image_size < 32:
             raise ValueError(f"image_size ({self.image_size}) must be >= 32 (the network downsamples 32x)")
         if self.impl == "timm" and importlib.util.find_spec("timm") is None:  # optional, checked up front
-            raise ValueError("impl: 'timm' needs the timm package, which is not installed (pip install 'dlbench[timm]')")
+            raise ValueError(
+                "impl: 'timm' needs the timm package, which is not installed (pip install 'dlbench[timm]')"
+            )
 
 
 def _build_model(cfg: ResNetConfig, device: str) -> tuple[nn.Module, tuple[type[nn.Module], ...]]:

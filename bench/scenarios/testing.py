@@ -9,6 +9,8 @@
   it cannot take the caller down.
 - ``_sleep``: sleeps ``seconds`` while building, to run past the runner's timeout.
 - ``_oom``: raises ``torch.OutOfMemoryError`` when built (``where="build"``) or run (``"step"``).
+- ``_spawn``: starts a sleeping process while building (in a session of its own with
+  ``session=true``), then holds the build ``hold`` seconds: nothing may outlive the command.
 - ``_compile_probe``: two small blocks that ``--compile`` compiles, with switches for what compile
   reports: ``item`` reads a value with ``.item()`` in the middle of each block's forward (a graph
   break), ``reshape_at=N`` feeds the blocks one sample fewer from the N-th call of the model on (a
@@ -140,6 +142,45 @@ def build_oom(cfg: OomConfig, ctx: BuildContext) -> Workload:
     w = build_linear_workload(LinearConfig(batch_size=cfg.batch_size), ctx)
     w.custom_step = _raise_oom
     return w
+
+
+@dataclass(frozen=True)
+class SpawnConfig:
+    """Start a process that sleeps, then hold the build for ``hold`` seconds (then run ``_linear``)."""
+
+    batch_size: int = size(1)
+    hold: float = nonneg(60.0)
+    session: bool = False  # the spawned process leaves the builder's process group (setsid)
+
+
+@register_scenario(
+    "_spawn",
+    config=SpawnConfig,
+    presets=_TINY,
+    test_only=True,
+    description="test: starts a process of its own while building",
+)
+def build_spawn(cfg: SpawnConfig, ctx: BuildContext) -> Workload:
+    """Code under test that starts a process: it must not outlive the command that measures it.
+
+    Inside a dlbench child process only (elsewhere it raises): starts ``python -c 'sleep 600'``
+    (in a session of its own with ``session=true``, out of reach of a process-group kill), appends
+    its pid to the file named by ``DLBENCH_TEST_SPAWN_FILE`` if set, then sleeps ``hold`` seconds.
+    """
+    if not in_child_process():
+        raise RuntimeError("_spawn: starts processes only inside a dlbench child process; refusing here")
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen(
+        [sys.executable, "-c", "import time; time.sleep(600)"], start_new_session=cfg.session
+    )
+    where = os.environ.get("DLBENCH_TEST_SPAWN_FILE")
+    if where:
+        with open(where, "a", encoding="utf-8") as f:
+            f.write(f"{proc.pid}\n")
+    time.sleep(cfg.hold)
+    return build_linear_workload(LinearConfig(batch_size=cfg.batch_size), ctx)
 
 
 @dataclass(frozen=True)

@@ -172,3 +172,13 @@ def test_update_checks_its_target_first_and_writes_atomically(
     assert r.exit_code == 1 and "No space left on device" in r.stderr and "Traceback" not in r.output
     assert target.read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["baseline.json", "folder.json"]  # no .tmp left
+
+
+def test_another_cpu_model_is_a_note_never_a_refusal(tmp_path: Path) -> None:
+    # CI machines of one kind and thread count come with different CPU models from job to job
+    doc = {**_doc("perf.json"), "threads": 2, "machine": "x86_64", "cpu_model": "Intel Xeon"}
+    here = {"torch_version": doc["torch_version"], "threads": 2, "machine": "x86_64", "cpu_model": "AMD EPYC"}
+    notes = baseline.check_measured_with(doc, here, path=tmp_path / "perf.json", flag="--perf")
+    assert len(notes) == 1 and "another CPU model ('Intel Xeon' there, 'AMD EPYC' here)" in notes[0]
+    with pytest.raises(UsageError, match="thread count 2 there, 4 here"):  # the rest still refuses
+        baseline.check_measured_with(doc, {**here, "threads": 4}, path=tmp_path / "perf.json", flag="--perf")

@@ -24,6 +24,7 @@ from bench.errors import UsageError
 from bench.gate import interleave, trees, worker
 from bench.gate.interleave import GateResult, parse_threshold, plan_gate, run_gate, slice_order
 from bench.gate.worker import PLANT_ENV_VAR, WorkerClient, WorkerError, run_slice
+from bench.owned import MARKER_ENV
 
 ROOT = Path(__file__).resolve().parents[2]
 runner = CliRunner()
@@ -81,7 +82,7 @@ class FakeClient:
         t = FakeClient.times[self.side]
         return [t, t * 1.01, t * 0.99]
 
-    def close(self) -> None:
+    def close(self, *, hurry: bool = False) -> None:
         FakeClient.closed.append(self.name)
 
 
@@ -111,8 +112,11 @@ def test_driver_interleaves_discards_warmup_and_closes_everyone(fake_workers: ty
     assert [(s.round, s.pair) for s in res.slices] == [(r, w) for r in range(3) for w in range(2)]
     assert all(s.order == "-".join(slice_order(s.round, s.pair)) for s in res.slices)
     assert sorted(fake_workers.closed) == sorted(["BASE[0]", "NEW[0]", "BASE[1]", "NEW[1]"])
-    # the planted slowdown never reaches BASE: its environment removes the variable
-    assert all(env == {PLANT_ENV_VAR: None} for n, env in fake_workers.envs.items() if n.startswith("BASE"))
+    # the planted slowdown never reaches BASE: its environment removes the variable; every worker
+    # carries the gate's owner marker (bench.owned), the same on both sides
+    marks = {env.get(MARKER_ENV) for env in fake_workers.envs.values()}
+    assert len(marks) == 1 and str(marks.pop()).startswith("gate-")
+    assert all(env[PLANT_ENV_VAR] is None for n, env in fake_workers.envs.items() if n.startswith("BASE"))
     assert all(PLANT_ENV_VAR not in env for n, env in fake_workers.envs.items() if n.startswith("NEW"))
 
 
@@ -126,11 +130,13 @@ def test_verdicts_and_exit_codes_from_slice_ratios(fake_workers: type[FakeClient
     fake_workers.times = {"base": 10.0, "new": 8.0}
     res = run_gate(_plan(aa=True, slices=6))
     assert res.verdict == "faster" and res.exit_code == 0
-    # too few slices for a CI: unbounded, inconclusive, and still strict JSON
-    res = run_gate(_plan(aa=True, slices=1, pairs=2))
-    d = res.to_dict()
-    assert d["verdict"] == "inconclusive" and d["ci_high"] is None
-    json.dumps(d, allow_nan=False)
+    # too few slices for a CI (unbounded: it could never say slower) is refused before anything starts
+    with pytest.raises(UsageError, match=r"--slices 1 x --pairs 2 = 2 slice ratio\(s\).*at least 6"):
+        _plan(aa=True, slices=1, pairs=2)
+    # the fewest accepted: 6 ratios, whose CI is (min, max); a noisy slice makes it inconclusive
+    fake_workers.times = {"base": 10.0, "new": 12.0}
+    res = run_gate(_plan(aa=True, slices=3, pairs=2))
+    assert res.verdict == "slower" and len(res.slices) == 6 and res.estimate.ci_low == pytest.approx(1.2)
 
 
 def test_a_worker_error_closes_every_worker(
@@ -143,7 +149,7 @@ def test_a_worker_error_closes_every_worker(
 
     monkeypatch.setattr(FakeClient, "slice", boom)
     with pytest.raises(WorkerError, match=r"NEW\[1\]"):
-        run_gate(_plan(aa=True, slices=2))
+        run_gate(_plan(aa=True, slices=3))
     assert len(fake_workers.closed) == 4
 
 
@@ -292,7 +298,7 @@ def test_worker_usage_error_is_reported_as_usage() -> None:
 def test_worker_that_crashes_while_building_is_a_clean_error_with_no_orphan() -> None:
     pids: list[int] = []
     plan = plan_gate(
-        "_crash", base_params=["where=never"], new_params=["where=step"], device="cpu", slices=2, pairs=1
+        "_crash", base_params=["where=never"], new_params=["where=step"], device="cpu", slices=6, pairs=1
     )
     with pytest.raises(WorkerError) as info:
         run_gate(plan, on_workers=pids.extend)
@@ -309,7 +315,7 @@ def test_worker_killed_mid_run_is_a_clean_error_with_no_orphan() -> None:
         if stage == "measure" and done == 3:  # BASE[0]'s first measured slice; NEW[0]'s comes next
             os.kill(pids[1], signal.SIGKILL)  # pids: BASE[0], NEW[0]
 
-    plan = plan_gate("_linear", aa=True, device="cpu", slices=3, slice_time_s=0.02, pairs=1)
+    plan = plan_gate("_linear", aa=True, device="cpu", slices=6, slice_time_s=0.02, pairs=1)
     with pytest.raises(WorkerError, match=r"NEW\[0\] worker \(pid \d+\) died on 'slice' \(signal SIGKILL\)"):
         run_gate(plan, on_workers=pids.extend, progress=kill_new_after_warmup)
     assert not any(_alive(p) for p in pids)
@@ -322,7 +328,7 @@ def test_ctrl_c_kills_the_workers() -> None:
         if stage == "measure":
             raise KeyboardInterrupt
 
-    plan = plan_gate("_linear", aa=True, device="cpu", slices=3, slice_time_s=0.02, pairs=1)
+    plan = plan_gate("_linear", aa=True, device="cpu", slices=6, slice_time_s=0.02, pairs=1)
     with pytest.raises(KeyboardInterrupt):
         run_gate(plan, on_workers=pids.extend, progress=interrupt)
     assert len(pids) == 2 and not any(_alive(p) for p in pids)
@@ -358,26 +364,70 @@ def _worktrees(repo: Path) -> list[str]:
     ]
 
 
-def test_git_ref_worktree_is_created_and_removed(repo: Path) -> None:
+def _entries(root: Path) -> list[str]:
+    return sorted(os.listdir(root)) if root.exists() else []
+
+
+def test_git_ref_is_exported_into_an_owned_folder_and_removed(
+    repo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DLBENCH_SCRATCH", str(tmp_path / "scratch"))
     tree = trees.resolve_tree("HEAD~1", flag="--base", repo=repo)
     assert tree.kind == "ref" and tree.commit == _git(repo, "rev-parse", "HEAD~1").strip()
+    before = sorted(p.name for p in (repo / ".git").iterdir())
     with trees.materialize(tree) as path:
         assert (path / "bench" / "workload.py").read_text() == "VERSION = 1\n"
-        assert len(_worktrees(repo)) == 2
+        assert path.is_relative_to(tmp_path / "scratch") and not (path / ".git").exists()
         seen = path
-    assert not seen.exists() and not seen.parent.exists()
-    assert len(_worktrees(repo)) == 1
+    assert not seen.exists() and _entries(tmp_path / "scratch") == []
+    # the user's repository was only read: no worktree entry, no lock, nothing new in .git
+    assert len(_worktrees(repo)) == 1 and not (repo / ".git" / "worktrees").exists()
+    assert sorted(p.name for p in (repo / ".git").iterdir()) == before
     assert (repo / "bench" / "workload.py").read_text() == "VERSION = 2\n"  # the checkout is untouched
 
 
 @pytest.mark.parametrize("exc", [RuntimeError, KeyboardInterrupt])
-def test_worktree_is_removed_on_error_and_ctrl_c(repo: Path, exc: type[BaseException]) -> None:
+def test_the_export_is_removed_on_error_and_ctrl_c(
+    repo: Path, exc: type[BaseException], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DLBENCH_SCRATCH", str(tmp_path / "scratch"))
     tree = trees.resolve_tree("HEAD", flag="--base", repo=repo)
     seen: list[Path] = []
     with pytest.raises(exc), trees.materialize(tree) as path:
         seen.append(path)
         raise exc()
-    assert not seen[0].parent.exists() and len(_worktrees(repo)) == 1
+    assert not seen[0].exists() and _entries(tmp_path / "scratch") == []
+
+
+def test_an_empty_base_or_new_is_refused(repo: Path) -> None:
+    for flag in ("--base", "--new"):
+        for empty in ("", "  "):
+            with pytest.raises(UsageError, match=rf"{flag}: an empty value.*merge-base"):
+                trees.resolve_tree(empty, flag=flag, repo=repo)
+    r = runner.invoke(app, ["gate", "_linear", "--base", "", "--new", "HEAD"])
+    assert r.exit_code == 2 and "--base: an empty value" in r.output
+
+
+def test_a_users_worktree_whose_folder_is_moved_away_stays_intact(
+    repo: Path, tmp_path: Path, fake_workers: type[FakeClient], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The gate never prunes: a user's worktree with staged work, its folder briefly elsewhere."""
+    monkeypatch.setenv("DLBENCH_SCRATCH", str(tmp_path / "scratch"))
+    wt, away = tmp_path / "wt2", tmp_path / "wt2-away"
+    _git(repo, "worktree", "add", "-q", str(wt), "HEAD~1")
+    (wt / "staged.txt").write_text("work in progress\n")
+    _git(wt, "add", "staged.txt")
+    wt.rename(away)  # e.g. on a disk that is not mounted right now
+    entry = repo / ".git" / "worktrees" / "wt2"
+    assert entry.is_dir() and "prunable" in _git(repo, "worktree", "list", "--porcelain")
+    plan = plan_gate(
+        "_linear", base="HEAD~1", new=str(repo), device="cpu", aa=True, slices=6, pairs=1, repo=repo
+    )
+    res = run_gate(plan)
+    assert res.verdict == "same" and not _entries(tmp_path / "scratch")
+    assert entry.is_dir() and f"worktree {wt}" in _git(repo, "worktree", "list", "--porcelain")
+    away.rename(wt)
+    assert _git(wt, "diff", "--cached", "--name-only").split() == ["staged.txt"]  # its staged state
 
 
 def test_directories_and_identity(repo: Path, tmp_path: Path) -> None:
@@ -413,7 +463,7 @@ def test_tiny_real_aa_gate_returns_a_verdict_and_json(tmp_path: Path) -> None:
         assert key in d, key
     assert d["kind"] == "dlbench-gate" and d["scenario"] == "attention" and d["threshold"] == 0.05
     assert d["verdict"] in ("faster", "slower", "same", "inconclusive")
-    assert r.exit_code == (1 if d["verdict"] == "slower" else 0)
+    assert r.exit_code == (1 if d["verdict"] == "slower" or d["fail_closed"] else 0)
     assert len(d["slices"]) == 4 * 2 and d["n_slices"] == 8  # 2 pairs x 4 slices
     assert d["config"]["preset"] == "tiny" and d["config"]["mode"] == "train"
     assert d["base"]["kind"] == "dir" and len(d["base"]["workers"]) == 2
@@ -426,3 +476,104 @@ def test_gate_result_json_is_strict(fake_workers: type[FakeClient]) -> None:
     res: GateResult = run_gate(_plan(aa=True, slices=4))
     d = res.to_dict()
     assert json.loads(json.dumps(d, allow_nan=False)) == d
+
+
+# ------------------------------------------------------------------------------------------------
+# fail closed: one test per rule
+# ------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (
+            ["--slices", "4", "--pairs", "1"],
+            "--slices 4 x --pairs 1 = 4 slice ratio(s), too few for a 95% CI",
+        ),
+        (["--slices", "2"], "--slices 2 x --pairs 2 = 4 slice ratio(s)"),
+        (["--slices", "5", "--pairs", "1"], "use --slices 6 or more"),
+    ],
+)
+def test_a_slice_count_that_cannot_bound_the_ci_is_refused(
+    args: list[str], needle: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def no_workers(*a: Any, **k: Any) -> None:
+        raise AssertionError("a worker was started despite bad input")
+
+    monkeypatch.setattr(interleave, "WorkerClient", no_workers)
+    monkeypatch.chdir(ROOT)
+    r = runner.invoke(app, ["gate", "_linear", "--aa", *args])
+    assert r.exit_code == 2 and needle in r.output, r.output
+
+
+def test_a_planted_2x_slowdown_never_exits_0_at_any_accepted_setting(fake_workers: type[FakeClient]) -> None:
+    """Every slices x pairs the gate accepts says "slower" (exit 1) for a 2x NEW; the rest are refused."""
+    fake_workers.times = {"base": 10.0, "new": 20.0}
+    accepted = 0
+    for pairs in (1, 2, 3, 4):
+        for slices in range(1, 9):
+            try:
+                plan = _plan(aa=True, slices=slices, pairs=pairs)
+            except UsageError as exc:
+                assert slices * pairs < interleave.min_slices() and "--slices" in str(exc)
+                continue
+            accepted += 1
+            res = run_gate(plan)
+            assert res.verdict == "slower" and res.exit_code == 1, (slices, pairs, res.verdict)
+    assert accepted == 4 * 8 - 5 - 2 - 1 - 1  # refused: pairs 1 x 1-5 slices, 2 x 1-2, 3 x 1, 4 x 1
+
+
+def test_the_sides_must_build_the_same_configuration_unless_asked() -> None:
+    """A tree that changed a default is refused (exit 2) instead of being reported faster."""
+    built = {
+        "base": {"preset": "tiny", "mode": "train", "precision": "fp32", "checkpointing": "none",
+                 "device": "cpu", "params": {"batch_size": 4, "in_features": 64}},
+        "new": {"preset": "tiny", "mode": "train", "precision": "fp32", "checkpointing": "none",
+                "device": "cpu", "params": {"batch_size": 4, "in_features": 32, "bias": True}},
+    }  # fmt: skip
+    plan = _plan(aa=True, slices=6)
+    with pytest.raises(interleave.ConfigMismatch, match=r"in_features: BASE 64, NEW 32.*-p KEY=VALUE"):
+        interleave.check_built(plan, built)
+    asked = _plan(new_params=["in_features=32"], slices=6)  # compared on purpose: fine
+    assert interleave.check_built(asked, built) == ["only NEW has parameter bias=True"]
+    other = {**built, "new": {**built["new"], "precision": "amp-bf16", "params": built["base"]["params"]}}
+    with pytest.raises(interleave.ConfigMismatch, match="precision: BASE 'fp32', NEW 'amp-bf16'"):
+        interleave.check_built(plan, other)
+
+
+@pytest.mark.slow
+def test_real_workers_report_what_they_built_and_a_planted_2x_fails_at_the_fewest_slices(
+    tmp_path: Path,
+) -> None:
+    """The fewest accepted ratios (6), real workers, NEW 2x slower: exit 1, both builds shown."""
+    out = tmp_path / "g.json"
+    args = ["gate", "_linear", "--aa", "--device", "cpu", "--pairs", "1", "--slices", "6",
+            "--slice-time", "0.02", "--format", "json", "--out", str(out)]  # fmt: skip
+    r = runner.invoke(app, args, env={PLANT_ENV_VAR: "1.0"})
+    assert r.exit_code == 1, r.output
+    d = json.loads(out.read_text())
+    # "slower", or -- when one noisy slice widens the CI of 6 ratios past 1 -- inconclusive with the
+    # median beyond the threshold, which fails closed: exit 1 either way
+    assert d["n_slices"] == 6 and d["exit_code"] == 1 and d["ratio"] > 1.05
+    assert d["verdict"] == "slower" or (d["verdict"] == "inconclusive" and d["fail_closed"])
+    for side in ("base", "new"):
+        assert d[side]["built"]["params"] == {"batch_size": 4, "in_features": 64, "out_features": 32}
+        assert d[side]["built"]["mode"] == "train" and d[side]["built"]["preset"] == "default"
+    assert "preset=default train fp32" in interleave.render_markdown(d)
+
+
+def test_an_unwritable_out_is_refused_before_any_worker_starts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def no_workers(*a: Any, **k: Any) -> None:
+        raise AssertionError("a worker was started despite bad input")
+
+    monkeypatch.setattr(interleave, "WorkerClient", no_workers)
+    monkeypatch.chdir(ROOT)
+    (tmp_path / "d").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "x.json")
+    for out, needle in (
+        (tmp_path / "nope" / "g.json", "does not exist"),
+        (tmp_path / "d", "is a folder"),
+        (tmp_path / "link", "symbolic link"),
+    ):
+        r = runner.invoke(app, ["gate", "_linear", "--aa", "--out", str(out)])
+        assert r.exit_code == 2 and "--out" in r.output and needle in r.output, r.output

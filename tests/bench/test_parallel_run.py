@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -112,6 +113,8 @@ def test_request_checks_the_launch_options(tmp_path: Path) -> None:
         ({"nproc": "0"}, "--nproc"),
         ({"nnodes": "2"}, "--rdzv-endpoint"),
         ({"nnodes": "2", "node_rank": "2", "rdzv_endpoint": "h:1"}, "--node-rank"),
+        ({"nnodes": "2", "rdzv_endpoint": "h:1"}, "--rdzv-id: --nnodes 2 needs a run id"),
+        ({"rdzv_id": "a b"}, "--rdzv-id: expected"),
         ({"rdzv_endpoint": "nohost"}, "HOST:PORT"),
         ({"rdzv_backend": "zookeeper"}, "--rdzv-backend"),
     ):
@@ -282,7 +285,10 @@ def test_a_rank_that_hangs_is_a_timeout_row_and_the_next_configuration_runs(
     hung, good = s.rows
     assert hung["status"] == "timeout", hung["reason"]
     assert hung["elapsed_s"] < timeout + 12  # killed at the timeout, and waited for
-    assert "rank 1: build" in hung["reason"]  # where each rank was
+    # which rank hung, where and for how long, and where its peer waits (DDP's wrap waits for it)
+    assert re.search(r"rank 1 hung in build for [\d.]+ s; rank 0 waits in wrap", hung["reason"]), hung[
+        "reason"
+    ]
     assert good["status"] == "ok", good["reason"]
 
 
@@ -295,12 +301,14 @@ def _free_port() -> int:
 @pytest.mark.distributed
 def test_two_launcher_agents_rendezvous_as_two_nodes(tmp_path: Path, no_orphans: str) -> None:
     endpoint = f"127.0.0.1:{_free_port()}"
+    run_id = uuid.uuid4().hex[:8]  # the same on both nodes, new for this run
     procs = []
     for node in (0, 1):
         cmd = [
             sys.executable, "-m", "bench.cli", "run", "encoder", "--preset", "tiny", "--mode", "train",
             "--device", "cpu", "--parallel", "ddp", "--nproc", "1", "--nnodes", "2", "--node-rank", str(node),
-            "--rdzv-endpoint", endpoint, "--max-time", "0.3", "--target-ci", "0.5", "--timeout", "120",
+            "--rdzv-endpoint", endpoint, "--rdzv-id", run_id, "--max-time", "0.3", "--target-ci", "0.5",
+            "--timeout", "120",
             "--out", str(tmp_path / f"node{node}.csv"),
         ]  # fmt: skip
         log = (tmp_path / f"node{node}.log").open("wb")
@@ -319,3 +327,94 @@ def test_two_launcher_agents_rendezvous_as_two_nodes(tmp_path: Path, no_orphans:
         (row,) = results.load_results(tmp_path / f"node{node}.csv").to_dict("records")
         assert row["status"] == "ok" and row["world_size"] == 2 and row["nnodes"] == 2, row["reason"]
         assert row["config_key"].endswith("|par=ddp|ws=2|nn=2")
+
+
+# --- launch options, rendezvous, messages: no process started --------------------------------------
+
+
+def test_launch_options_are_checked_before_anything_starts(monkeypatch: pytest.MonkeyPatch) -> None:
+    from bench.run import plan as plan_mod
+
+    def plan(**kw: Any) -> Any:
+        return api.plan_run("encoder", device="cpu", preset="tiny", parallel="ddp", out=None, **kw)
+
+    monkeypatch.setattr(plan_mod, "cpu_cores", lambda: 2)
+    with pytest.raises(UsageError, match=r"--nproc: 3 ranks per node on the CPU, but this machine has 2"):
+        plan_mod.check_launch(RunRequest.build({"parallel": "ddp", "nproc": "3"}), "cpu")
+    plan_mod.check_launch(RunRequest.build({"parallel": "ddp", "nproc": "3", "oversubscribe": True}), "cpu")
+    plan_mod.check_launch(RunRequest.build({"parallel": "none", "nproc": "3"}), "cpu")  # no ranks: fine
+    monkeypatch.setattr("importlib.util.find_spec", lambda name, *a: None)
+    with pytest.raises(UsageError, match="--rdzv-backend etcd: needs the python-etcd package"):
+        plan_mod.check_launch(RunRequest.build({"parallel": "ddp", "rdzv_backend": "etcd"}), "cpu")
+    with pytest.raises(UsageError, match="--rdzv-endpoint: cannot resolve host 'no-such-host.invalid'"):
+        plan_mod.check_launch(
+            RunRequest.build({"parallel": "ddp", "rdzv_endpoint": "no-such-host.invalid:29500"}), "cpu"
+        )
+
+
+def test_every_one_node_job_gets_its_own_rendezvous_and_loopback_stores(tmp_path: Path) -> None:
+    from bench.run.launch import is_loopback, torchrun_args
+
+    (ddp,) = _grid(parallel=["ddp"], nproc=2)
+    req = RunRequest.build({"parallel": "ddp", "rdzv_endpoint": "127.0.0.1:29511"})
+    a, b = (torchrun_args(ddp, req, tmp_path / "r", tmp_path / "o", log_dir=tmp_path / "l") for _ in "ab")
+    ids = [next(x for x in args if x.startswith("--rdzv-id=")) for args in (a, b)]
+    assert ids[0] != ids[1]  # the same endpoint twice: two rendezvous, never one
+    assert "--rdzv-conf=join_timeout=600,is_host=true" in a  # hosts its own store: a taken port fails
+    assert f"--log-dir={tmp_path / 'l'}" in a and "--local-addr=127.0.0.1" in a
+    static = torchrun_args(ddp, RunRequest.build({"rdzv_backend": "static"}), tmp_path, tmp_path)
+    assert "--rdzv-backend=static" in static and "--rdzv-conf=timeout=600" in static  # honoured, not c10d
+    assert any(x.startswith("--rdzv-endpoint=127.0.0.1:") for x in static)
+    (two,) = _grid(parallel=["ddp"], nproc=1, nnodes=2)
+    multi = RunRequest.build({"nnodes": "2", "rdzv_endpoint": "10.0.0.1:29500", "rdzv_id": "run7"})
+    m1, m2 = (torchrun_args(two, multi, tmp_path, tmp_path) for _ in "ab")
+    assert m1 == m2 and any(x.startswith("--rdzv-id=dlbench-run7-") for x in m1)  # the same on every node
+    assert not any(x.startswith("--local-addr") for x in m1)  # a network endpoint, on purpose
+    assert [is_loopback(e) for e in ("127.0.0.1:1", "localhost:1", "[::1]:1", "10.0.0.1:1")] == [
+        True, True, True, False,
+    ]  # fmt: skip
+
+
+def test_the_launchers_own_error_and_which_rank_hung_are_named(tmp_path: Path) -> None:
+    from bench.run import launch
+
+    log = tmp_path / "agent.log"
+    log.write_text(
+        '[W] something\nTraceback (most recent call last):\n  File "x.py", line 1, in <module>\n'
+        "torch.distributed.DistNetworkError: The server socket has failed to listen on any local network "
+        "address. port: 29511, useIpv6: false, code: -98, name: EADDRINUSE, message: address already in use\n"
+        "\nThe above exception was the direct cause of the following exception:\n\n"
+        'Traceback (most recent call last):\n  File "y.py", line 2, in f\n'
+        "torch.distributed.elastic.rendezvous.api.RendezvousConnectionError: The connection to the C10d "
+        "store has failed. See inner exception for details.\n"
+    )
+    (ddp,) = _grid(parallel=["ddp"], nproc=2)
+    out = tmp_path / "out"
+    out.mkdir()
+    o = launch._failed(ddp, out, 1, log, 1.0)
+    assert o.status == "error" and "the torchrun launcher failed before any rank started" in o.reason
+    assert "RendezvousConnectionError: The connection to the C10d store has failed" in o.reason
+    now = time.time()
+    (out / "rank0.phase").write_text(f"wrap\t{now - 3:.3f}")
+    (out / "rank1.phase").write_text(f"build\t{now - 4:.3f}")
+    msg = launch._phases(out, 2)
+    assert re.fullmatch(r"rank 1 hung in build for 4\.\d s; rank 0 waits in wrap for 3\.\d s", msg), msg
+    (out / "rank1.phase").write_text(f"wrap\t{now:.3f}")
+    assert launch._phases(out, 3).startswith("rank 2 never started; rank 0 waits in wrap")
+
+
+def test_parallel_rows_carry_the_noise_sentinel() -> None:
+    from bench.run.launch import merge_ranks
+
+    (ddp,) = _grid(parallel=["ddp"], nproc=2)
+    m = merge_ranks(
+        ddp, [_rank(0, 10.0, 5000, noise_other_cpu_pct=3.0), _rank(1, 12.0, 4000, noise_other_cpu_pct=41.0)]
+    )
+    assert m.noise_other_cpu_pct == 41.0 and m.machine_busy  # the busiest window: the row is flagged
+    cols = results.columns_for(get_scenario("encoder").parameters())
+    from bench.run.execute import Outcome
+
+    row = results.build_row(
+        ddp, Outcome("ok", "", m, 1.0), run_id="r", env={}, request=RunRequest(), columns=cols
+    )
+    assert row["noise_other_cpu_pct"] == 41.0 and row["noisy"] is True

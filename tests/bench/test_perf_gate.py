@@ -53,6 +53,14 @@ def test_judge_fails_only_when_the_ci_lies_above_the_limit(ci: tuple[float, floa
         assert "dlbench baseline update --ratios" in note
 
 
+def test_judge_fails_closed_when_the_median_is_above_the_limit_but_the_ci_is_not() -> None:
+    assert judge(1.2, 0.10, 1.30, 1.40, ratio=1.35)[0] == "unclear"  # leans slower: fails
+    assert judge(1.2, 0.10, 1.10, 1.40, ratio=1.31)[0] == "ok"  # median within the limit
+    assert judge(1.2, 0.10, 1.33, 1.40, ratio=1.35)[0] == "slower"
+    status, note = judge(1.0, 0.10, 0.9, 2.5, ratio=2.0)
+    assert status == "unclear" and "failing closed" in note and "--slices" in note
+
+
 def test_judge_boundaries_are_strict() -> None:
     limit = 1.2 * 1.1
     assert judge(1.2, 0.10, limit, 2.0)[0] == "ok"  # a CI touching the limit does not fail
@@ -97,7 +105,7 @@ class FakeClient:
             t *= FakeClient.factors[self.config["scenario"]] * (1.0 + self.plant)
         return [t, t * 1.01, t * 0.99]
 
-    def close(self) -> None:
+    def close(self, *, hurry: bool = False) -> None:
         pass
 
 
@@ -282,6 +290,41 @@ def test_update_writes_the_median_of_runs_and_keeps_other_checks(
     assert run_checks(path).ok
 
 
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["baseline", "ratios", "--slices", "2"],
+        ["baseline", "ratios", "--slices", "1", "--check", "optimizer"],
+        ["baseline", "update", "--ratios", "--slices", "2"],
+    ],
+)
+def test_a_slice_count_that_cannot_bound_the_ci_exits_2_before_measuring(
+    args: list[str], tmp_path: Path
+) -> None:
+    def no_workers(*a: Any, **k: Any) -> None:
+        raise AssertionError("a worker was started despite a slice count that cannot fail")
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(interleave, "WorkerClient", no_workers)
+        r = runner.invoke(app, [*args, "--perf", str(_write(tmp_path, _doc()))])
+    assert r.exit_code == 2, r.output
+    assert "--slices" in r.output and "too few for a 95% CI (at least 6)" in r.output
+
+
+def test_a_planted_2x_slowdown_fails_every_check_at_every_accepted_slice_count(
+    fake_workers: type[FakeClient], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(PLANT_ENV_VAR, "1.0")
+    path = _write(tmp_path, _doc())
+    for slices in range(1, 7):
+        if slices < 3:  # 2 pairs per check: fewer than 6 ratios
+            with pytest.raises(UsageError, match="--slices"):
+                run_checks(path, slices=slices)
+            continue
+        report = run_checks(path, slices=slices)
+        assert report.exit_code == 1 and report.failures() == ["attention", "optimizer", "checkpointing"]
+
+
 def test_update_rejects_bad_runs(tmp_path: Path) -> None:
     with pytest.raises(UsageError, match="--runs"):
         update_references(tmp_path / "perf.json", runs=0)
@@ -333,8 +376,13 @@ def test_nox_perf_session_runs_the_exact_check_then_the_ratios_in_this_environme
         def install(self, *args: str, **kw: Any) -> None:
             raise AssertionError("the perf session must not install anything")
 
-    func = module.perf
-    func(Session())
+    import signal
+
+    previous = signal.getsignal(signal.SIGTERM)
+    try:
+        module.perf(Session())  # it installs its SIGTERM forwarder in this process
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     cli = (sys.executable, "-m", "bench.cli", "baseline")
     assert calls == [(*cli, "check"), (*cli, "ratios", "--check", "attention")]
 
@@ -371,5 +419,6 @@ def test_a_planted_20pct_slowdown_in_dlcore_attention_fails_the_ratios_check(tmp
             break
     assert code == 1, out
     (att1,) = d1["checks"]
-    assert att1["status"] == "slower" and d1["failed"] == ["attention"] and "attention" in out
+    # "slower" (the CI above the limit), or "unclear" (the median above it: failing closed)
+    assert att1["status"] in ("slower", "unclear") and d1["failed"] == ["attention"] and "attention" in out
     assert att1["ratio"] > att0["ratio"]

@@ -347,3 +347,60 @@ def test_hta_not_installed_returns_none_with_reason(monkeypatch: pytest.MonkeyPa
     assert hta.hta_breakdown(tmp_path, notes=notes) is None
     assert notes == [reason]
     assert hta.hta_breakdown(tmp_path) is None  # without notes: still None, no exception
+
+
+# --- bounds, partial outputs, an existing profile --------------------------------------------------
+
+
+def test_the_schedule_is_capped_before_anything_runs(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from bench.cli import app
+
+    for flag, value in (("--active", "100000"), ("--warmup", "101"), ("--wait", "10001")):
+        r = CliRunner().invoke(
+            app, ["profile", "_linear", "--device", "cpu", flag, value, "-o", str(tmp_path / "p")]
+        )
+        assert r.exit_code == 2 and f"{flag}: expected an integer from" in r.output, r.output
+    assert not list(tmp_path.iterdir())
+
+
+def test_a_profile_without_parallel_honours_its_timeout(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from bench.cli import app
+
+    out = tmp_path / "slow"
+    r = CliRunner().invoke(
+        app, ["profile", "_sleep", "-p", "seconds=600", "--device", "cpu", "--timeout", "3", "-o", str(out)]
+    )
+    assert r.exit_code == 1, r.output
+    assert "profile failed (timeout): the profile ran past --timeout 3 s and was killed" in r.stderr
+    assert not out.exists() and list(tmp_path.iterdir()) == []  # no partial profile beside it either
+
+
+def test_an_existing_profile_is_refused_or_replaced_whole_and_commands_are_quoted(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from bench.cli import app
+
+    out = tmp_path / "my profile"  # a space: the printed commands quote it
+    out.mkdir()
+    (out / "summary.json").write_text("{}")  # an earlier profile's files
+    (out / "old.1.pt.trace.json").write_text("{}")
+    args = ["profile", "_linear", "--device", "cpu", "--wait", "0", "--warmup", "0", "--active", "1",
+            "--no-with-stack", "-o", str(out)]  # fmt: skip
+    r = CliRunner().invoke(app, args)
+    assert r.exit_code == 2 and "already holds a profile" in r.output and "--overwrite" in r.output
+    r = CliRunner().invoke(app, [*args, "--overwrite"])
+    assert r.exit_code == 0, r.output
+    traces = [p.name for p in out.glob("*.pt.trace.json")]
+    assert len(traces) == 1 and "old.1.pt.trace.json" not in traces  # replaced whole, nothing mixed in
+    assert json.loads((out / "summary.json").read_text())["active_steps"] == 1
+    assert f"--logdir '{out.resolve()}'" in r.stdout
+    assert [p.name for p in tmp_path.iterdir()] == ["my profile"]  # no staging or old folder beside it
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "notes.txt").write_text("mine")
+    r = CliRunner().invoke(app, [*args[:-1], str(tmp_path / "other"), "--overwrite"])
+    assert r.exit_code == 2 and "not a dlbench profile" in r.output
+    assert (tmp_path / "other" / "notes.txt").read_text() == "mine"

@@ -197,8 +197,8 @@ def test_profile_without_stacks_says_why_there_is_no_memory_timeline(tmp_path: P
         (["attention", "--mode", "forward,train"], "--mode: dlbench profile traces one configuration"),
         (["attention", "--precision", "fp32", "--amp"], "--precision/--amp:"),
         (["attention", "--seq-len", "16,32"], "seq_len: dlbench profile traces one configuration"),
-        (["attention", "--active", "0"], "--active: expected an integer >= 1"),
-        (["attention", "--warmup", "-1"], "--warmup: expected an integer >= 0"),
+        (["attention", "--active", "0"], "--active: expected an integer from 1 to 100"),
+        (["attention", "--warmup", "-1"], "--warmup: expected an integer from 0 to 100"),
         (["attention", "-p", "nope=1"], "no parameter 'nope'"),
         (["attention", "--preset", "huge"], "--preset: unknown preset 'huge'"),
         (
