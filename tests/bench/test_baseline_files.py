@@ -181,4 +181,6 @@ def test_another_cpu_model_is_a_note_never_a_refusal(tmp_path: Path) -> None:
     notes = baseline.check_measured_with(doc, here, path=tmp_path / "perf.json", flag="--perf")
     assert len(notes) == 1 and "another CPU model ('Intel Xeon' there, 'AMD EPYC' here)" in notes[0]
     with pytest.raises(UsageError, match="thread count 2 there, 4 here"):  # the rest still refuses
-        baseline.check_measured_with(doc, {**here, "threads": 4}, path=tmp_path / "perf.json", flag="--perf")
+        baseline.check_measured_with(
+            doc, {**here, "threads": 4}, path=tmp_path / "perf.json", flag="--perf"
+        )
