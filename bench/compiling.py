@@ -10,8 +10,9 @@ per-block all-gathers run between compiled regions, never inside one.
 What is compiled (``apply_compile``):
 
 * **Each repeated block, in place**: every instance of ``Workload.blocks`` (the scenario's, or the
-  blocks detected in a model of your own) gets ``nn.Module.compile(mode=...)``. Per block rather than
-  the whole model, because:
+  blocks detected in a model of your own) gets its ``forward`` compiled (``torch.compile(mode=...)``,
+  set on the instance; its hooks stay outside: ``_compile_forward``). Per block rather than the
+  whole model, because:
 
   - identical blocks share one compiled graph. Dynamo inlines nn modules and passes their
     parameters as graph inputs, so a block's code is traced and compiled once and serves every
@@ -21,7 +22,8 @@ What is compiled (``apply_compile``):
     the next one's backward; a whole-model graph would hand every gradient over at its very end), a
     pipeline's stages;
   - in place, rather than in an ``OptimizedModule`` wrapper, keeps parameter names, ``state_dict``
-    keys, the optimizer's parameter references and module hooks (FSDP's, MemTracker's) as they were.
+    keys and the optimizer's parameter references as they were, and module hooks (FSDP's,
+    MemTracker's) run around the compiled forward.
 
   What it gives up: fusion across block boundaries, and the layers outside the blocks (embeddings,
   final norm, head) stay eager. Blocks that differ (a ResNet's stages differ in width) share the
@@ -50,7 +52,9 @@ Torch-free at import (the grid checks ``compile_skip_reason`` before any process
 
 from __future__ import annotations
 
+import os
 from collections import Counter
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bench.errors import Unsupported
@@ -59,12 +63,15 @@ from bench.registry import COMPILE_MODES
 if TYPE_CHECKING:
     from torch import nn
 
-__all__ = ["COMPILE_MODES", "apply_compile", "check_compile", "compile_skip_reason"]
+__all__ = ["COMPILE_MODES", "apply_compile", "check_compile", "compile_skip_reason", "inductor_cache_env"]
 
 CUDA_GRAPH_MODES: frozenset[str] = frozenset({"reduce-overhead"})  # CUDA graphs are the point of the mode
-# torch.compile's backend. The tests that check dynamo's counters (graph breaks, recompiles) set
-# "aot_eager": dynamo and AOTAutograd as with inductor, without inductor's code generation.
-BACKEND = "inductor"
+# torch.compile's backend: inductor, whose modes --compile names. DLBENCH_COMPILE_BACKEND=aot_eager
+# (read in every process, so a child or a rank sees it) runs dynamo and AOTAutograd without
+# inductor's code generation: the same graphs, breaks and recompiles in seconds instead of minutes,
+# for debugging and for the tests that check those counters; the row's extra.compile_backend says so.
+BACKEND_ENV = "DLBENCH_COMPILE_BACKEND"
+BACKEND: Any = os.environ.get(BACKEND_ENV, "").strip() or "inductor"
 
 
 def compile_skip_reason(device: str, compile: str) -> str | None:
@@ -77,6 +84,19 @@ def compile_skip_reason(device: str, compile: str) -> str | None:
             f"{device} (use default, max-autotune or max-autotune-no-cudagraphs)"
         )
     return None
+
+
+def inductor_cache_env(compile: str, folder: Path | str) -> dict[str, str]:
+    """The environment of a compiled configuration's process: inductor's caches in ``folder/inductor``.
+
+    ``folder`` is the one the runner owns for that process (removed with it, also after a kill), so
+    every configuration compiles from a cold cache and ``compile_time_s`` is a cold start, the same on
+    every run. A ``TORCHINDUCTOR_CACHE_DIR`` the user set is kept (a warm cache, on purpose); an eager
+    configuration gets nothing.
+    """
+    if compile == "none" or os.environ.get("TORCHINDUCTOR_CACHE_DIR"):
+        return {}
+    return {"TORCHINDUCTOR_CACHE_DIR": str(Path(folder) / "inductor")}
 
 
 def check_compile(device: str, compile: str) -> None:
@@ -117,7 +137,20 @@ def _outermost(model: nn.Module, types: tuple[type[nn.Module], ...]) -> list[nn.
     return found
 
 
-def apply_compile(workload: Any, compile: str, *, device: str) -> list[str]:
+def _compile_forward(module: nn.Module, compile: str) -> None:
+    """Compile ``module``'s forward in place: an instance attribute, as checkpointing sets one.
+
+    Its ``forward`` (the checkpointed one, when checkpointing came first) rather than the whole call
+    (``nn.Module.compile`` compiles ``_call_impl``, hooks included): module hooks then run outside
+    the compiled region, where FSDP2 expects its per-block all-gathers (dynamo skips FSDP hooks, which
+    would break the graph twice a block) and where MemTracker's hooks see the block.
+    """
+    import torch
+
+    module.forward = torch.compile(module.forward, backend=BACKEND, mode=compile)  # type: ignore[method-assign]
+
+
+def apply_compile(workload: Any, compile: str, *, device: str, whole: str = "whole model") -> list[str]:
     """Compile ``workload``'s blocks (or its whole model) and its loss, in place; see the module docstring.
 
     ``workload`` is a ``bench.workload.Workload``. Returns what was compiled, for the row
@@ -142,15 +175,17 @@ def apply_compile(workload: Any, compile: str, *, device: str) -> list[str]:
         config = torch._dynamo.config
         config.recompile_limit = max(config.recompile_limit, 2 * len(blocks))
         for block in blocks:
-            block.compile(backend=BACKEND, mode=compile)
+            _compile_forward(block, compile)
         counts = Counter(type(b).__name__ for b in blocks)
         regions += [f"{name} x{n}" for name, n in counts.items()]
     else:
-        workload.model.compile(backend=BACKEND, mode=compile)
-        regions.append(f"{type(workload.model).__name__} (whole model)")
+        _compile_forward(workload.model, compile)
+        regions.append(f"{type(workload.model).__name__} ({whole})")
     if workload.loss_fn is not None:
         workload.loss_fn = torch.compile(workload.loss_fn, backend=BACKEND, mode=compile)
         regions.append("loss")
+    if BACKEND != "inductor":
+        workload.extra["compile_backend"] = getattr(BACKEND, "__name__", str(BACKEND))
     if compile == "max-autotune" and not device.startswith("cuda"):
         workload.extra["compile_note"] = (
             f"max-autotune on {device}: inductor autotunes its C++ GEMM templates; the mode's CUDA graphs "

@@ -186,6 +186,18 @@ def combine_repeats(results: Sequence[CompileResult | None]) -> CompileResult | 
     """One ``CompileResult`` for a ``--repeat R`` row: the median cold start of the R processes (each
     compiled on its own), the most graph breaks, graphs and recompiles any of them saw, and every
     compilation that fell into a process's timed steps (any one poisons the row's timing)."""
+    return _combine(results, statistics.median, "the median of {n} processes' cold starts")
+
+
+def combine_ranks(results: Sequence[CompileResult | None]) -> CompileResult | None:
+    """One ``CompileResult`` for a parallel row: the slowest rank's cold start (the job waits for it:
+    the ranks' first steps meet in collectives), the most any rank counted, every timed compilation."""
+    return _combine(results, max, "the slowest of {n} ranks' cold starts")
+
+
+def _combine(
+    results: Sequence[CompileResult | None], pick: Callable[[list[float]], float], note: str
+) -> CompileResult | None:
     rs = [r for r in results if r is not None]
     if not rs:
         return None
@@ -193,11 +205,11 @@ def combine_repeats(results: Sequence[CompileResult | None]) -> CompileResult | 
     first = rs[0]
     return dataclasses.replace(
         first,
-        compile_time_s=statistics.median(times) if times else None,
+        compile_time_s=pick(times) if times else None,
         graph_breaks=max(r.graph_breaks for r in rs),
         unique_graphs=max(r.unique_graphs for r in rs),
         recompiles=max(r.recompiles for r in rs),
         timed_compiles=sum(r.timed_compiles for r in rs),
         timed_reasons=[why for r in rs for why in r.timed_reasons],
-        notes=[*first.notes, f"compile_time_s: the median of {len(times)} processes' cold starts"],
+        notes=[*first.notes, f"compile_time_s: {note.format(n=len(times))}"],
     )

@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import results
+from bench.compiling import inductor_cache_env
 from bench.registry import CHILD_ENV_VAR, ScenarioSpec
 from bench.results.schema import baseline_key, scaling_efficiency
 from bench.run.grid import RunConfig, config_skip_reason
@@ -96,7 +97,12 @@ def run_in_child(cfg: RunConfig, options: RunRequest, *, device_name: str | None
             "parent_pid": os.getpid(),
         }
         req.write_text(json.dumps(request, default=str), encoding="utf-8")
-        env = {**own.child_env(), CHILD_ENV_VAR: "1", "PYTHONUNBUFFERED": "1"}
+        env = {
+            **own.child_env(),
+            CHILD_ENV_VAR: "1",
+            "PYTHONUNBUFFERED": "1",
+            **inductor_cache_env(cfg.compile, tmp),  # a compiled configuration: a cold inductor cache
+        }
         with log.open("wb") as logf:
             proc = subprocess.Popen(
                 [sys.executable, "-m", "bench.run.child", str(req), str(res)],
