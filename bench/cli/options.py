@@ -59,7 +59,12 @@ _DEFS: dict[str, _Def] = {
     for d in (
         _Def("mode", ("--mode",), "forward, train.{axis}", default="forward,train"),
         _Def("precision", ("--precision",), "fp32, amp-bf16, amp-fp16.{axis}", default="fp32"),
-        _Def("amp", ("--amp",), "Add the device's preferred AMP (bf16 on CPU and Ampere+).", kind="flag"),
+        _Def(
+            "amp",
+            ("--amp",),
+            "The device's preferred AMP (bf16 on CPU and Ampere+), added to --precision.",
+            kind="flag",
+        ),
         _Def(
             "checkpointing",
             ("--checkpointing",),
@@ -72,8 +77,7 @@ _DEFS: dict[str, _Def] = {
             "torch.compile mode: none (eager), default, reduce-overhead (CUDA graphs: CUDA only), "
             "max-autotune, max-autotune-no-cudagraphs.{axis} Each repeated block is compiled in place "
             "(one graph shared by every instance; a model without blocks is compiled whole) and the "
-            "loss; the optimizer step stays eager. Rows get compile_time_s (the cold start), "
-            "graph_breaks, unique_graphs and recompiles from torch's counters.",
+            "loss; the optimizer step stays eager.",
             default="none",
         ),
         *(_Def(n, ("--" + n.replace("_", "-"),), f"{n} parameter.{{axis}}") for n in NAMED_PARAMS),
@@ -146,6 +150,13 @@ class Techniques:
                 )
             params[name] = value  # a comma list, split by the library
         return params
+
+    def assignments(self) -> list[str]:
+        """``-p`` and the named parameter flags as ``KEY=VALUE`` strings, for a command that takes them
+        raw (``gate``); a parameter given both ways is a ``UsageError``."""
+        self.params()
+        named = [f"{n}={self.values[n]}" for n in NAMED_PARAMS if self.values.get(n) is not None]
+        return [*self.param_items, *named]
 
     def request_kwargs(self) -> dict[str, Any]:
         """The ``bench.run.request.RunRequest`` keywords of the options given (run, profile, budget)."""

@@ -274,6 +274,9 @@ def profile_rank(
     _workload, step, info = build_parallel_step(
         cfg, rank=rank, world_size=world_size, device=device, phase=phase
     )
+    if cfg.compile != "none":  # every rank compiles before its profiler starts (the first step)
+        phase("compile")
+        step.run()
     phase("profile")
     kw = {k: v for k, v in profile_kw.items() if k not in ("rank", "worker_name")}
     res = profile_step(step, device=device, out_dir=out_dir, rank=rank, **kw)
