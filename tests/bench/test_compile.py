@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -131,7 +132,7 @@ def aot_eager(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def _run(tmp_path: Path, scenario: str, **options: Any) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Rows and sidecar records of an in-process run (tiny, train, fp32, cpu)."""
-    out = tmp_path / f"{scenario.strip('_')}.csv"
+    out = tmp_path / f"{re.sub(r'[^A-Za-z0-9]+', '_', scenario).strip('_')}.csv"
     options = {"preset": "tiny", "modes": "train", "device": "cpu", "max_time_s": 0.3, **options}
     summary = api.run(scenario, isolation=False, progress=False, out=out, **options)
     rows = list(api.load_results(out).to_dict("records"))
@@ -294,3 +295,54 @@ def test_a_compile_error_is_an_error_row_with_torchs_message(
     (row,) = rows
     assert row["status"] == "error"
     assert "this backend cannot compile anything" in row["reason"]
+
+
+# --- parallel jobs and profiles ---------------------------------------------------------------------
+
+
+def test_parallel_jobs_compile_in_their_slot(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The fixture model (blocks detected) under ddp, fsdp and a traced pipeline, compiled in every rank.
+
+    DDP and FSDP wrap compiled blocks: FSDP's per-block hooks stay outside the compiled regions, so no
+    graph breaks; a pipeline compiles its stage once cut. ``DLBENCH_COMPILE_BACKEND`` reaches the ranks.
+    """
+    monkeypatch.setenv(bench.compiling.BACKEND_ENV, "aot_eager")
+    monkeypatch.chdir(ROOT)
+    rows, records = _run(
+        tmp_path,
+        FIXTURE,
+        compile="default",
+        parallel="ddp,fsdp,pipeline",
+        nproc=2,
+        max_time_s=0.2,
+    )
+    assert [r["parallel"] for r in rows] == ["ddp", "fsdp", "pipeline"]
+    for row in rows:
+        assert row["status"] == "ok", (row["parallel"], row["reason"])
+        assert row["compile"] == "default" and row["compile_time_s"] > 0
+        assert row["graph_breaks"] == 0, (row["parallel"], records)
+        assert row["config_key"].endswith(
+            f"|compile=default|par={row['parallel']}|ws=2"
+            + (f"|mb={row['microbatches']}|sched=gpipe" if row["parallel"] == "pipeline" else "")
+        )
+        extra = json.loads(row["extra"]) if isinstance(row["extra"], str) else row["extra"]
+        assert extra["compile_backend"] == "aot_eager"
+    compiled = [
+        json.loads(r["extra"])["compiled"] if isinstance(r["extra"], str) else r["extra"]["compiled"]
+        for r in rows
+    ]
+    assert compiled == ["DecoderBlock x2, loss", "DecoderBlock x2, loss", "GraphModule (whole stage)"]
+
+
+def test_a_profile_of_a_compiled_step(tmp_path: Path, aot_eager: None) -> None:
+    """The trace shows the compiled steps and no compilation: the first step compiled before it."""
+    from bench.profile.scenario import plan_profile
+
+    plan = plan_profile(
+        "_compile_probe", preset="tiny", device="cpu", compile="default", out_dir=tmp_path / "p",
+        isolation=False, wait=0, warmup=0, active=1, with_stack=False,
+    )  # fmt: skip
+    res = plan.run()
+    trace = res.chrome_trace.read_text(encoding="utf-8")
+    assert "Torch-Compiled Region" in trace  # the compiled blocks ran in the recorded step
+    assert "(dynamo_timed)" not in trace  # dynamo's compile-time events: none recorded

@@ -13,9 +13,12 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated, Any
 
 import pytest
+import typer
 
+from bench.cli.options import TECHNIQUE_OPTIONS, Techniques, technique_options
 from bench.errors import UsageError
 from bench.registry import COMPILE_MODES, get_scenario
 from bench.results.schema import COLUMN_TYPES, CORE_COLUMNS, baseline_key, config_key
@@ -144,3 +147,100 @@ def test_the_compile_columns_are_typed_core_columns() -> None:
     assert COLUMN_TYPES["compile"] == "str"
     assert COLUMN_TYPES["compile_time_s"] == "float"
     assert {COLUMN_TYPES[c] for c in ("graph_breaks", "unique_graphs", "recompiles")} == {"int"}
+
+
+# --- the command line: one definition of the technique options ---------------------------------------
+
+
+@pytest.mark.parametrize("command", ["run", "profile", "gate"])
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["--compile", "fast"], "--compile: unknown value 'fast'"),
+        (["--compile", "default,default"], "--compile: 'default' given twice"),
+        (["--compile", "default", "--compile", "none"], "--compile: given 2 times (default, none)"),
+    ],
+)
+def test_bad_compile_input_exits_2_naming_it(
+    command: str, args: list[str], needle: str, tmp_path: Path
+) -> None:
+    from typer.testing import CliRunner
+
+    from bench.cli import app
+
+    extra = {"run": ["--out", str(tmp_path / "r.csv")], "profile": ["-o", str(tmp_path / "p")], "gate": []}
+    r = CliRunner().invoke(app, [command, "_linear", "--device", "cpu", *args, *extra[command]])
+    assert r.exit_code == 2, r.output
+    text = " ".join(r.output.split())
+    if command == "gate" and "," in args[1]:  # the gate measures one configuration: no list at all
+        needle = "--compile: unknown value 'default,default'"
+    assert needle in text, r.output
+    assert "Traceback" not in r.output
+    assert not (tmp_path / "r.csv").exists() and not (tmp_path / "p").exists()  # nothing started
+
+
+def test_gate_takes_compile_per_side_and_refuses_what_cannot_run(tmp_path: Path) -> None:
+    from bench.gate import plan_gate
+
+    plan = plan_gate("_linear", new_params=["compile=default"], device="cpu", preset="tiny")
+    assert (plan.base.compile, plan.new.compile) == ("none", "default")
+    assert "compile" not in plan.worker_config(plan.base)  # an older tree can be the eager side
+    assert plan.worker_config(plan.new)["compile"] == "default"
+    assert "compile" not in plan.config_dict()  # the sides differ in it
+    with pytest.raises(UsageError, match="--new-param compile: unknown value 'fast'"):
+        plan_gate("_linear", new_params=["compile=fast"], device="cpu")
+    with pytest.raises(UsageError, match="NEW cannot run here: compile=reduce-overhead"):
+        plan_gate("_linear", new_params=["compile=reduce-overhead"], device="cpu")
+
+
+def test_profile_plans_one_compile_mode(tmp_path: Path) -> None:
+    from bench.profile.scenario import plan_from_run_options
+
+    plan = plan_from_run_options("_linear", out_dir=tmp_path / "p", device="cpu", compile="default")
+    assert plan.compile == "default" and "compile=default" in plan.describe()
+    assert plan.child_request(tmp_path / "p")["compile"] == "default"
+    with pytest.raises(UsageError, match="--compile: dlbench profile traces one configuration"):
+        plan_from_run_options("_linear", out_dir=tmp_path / "p", device="cpu", compile="none,default")
+    with pytest.raises(UsageError, match="CUDA graphs"):
+        plan_from_run_options("_linear", out_dir=tmp_path / "p", device="cpu", compile="reduce-overhead")
+
+
+def test_a_fourth_command_adds_no_option_code() -> None:
+    """A command declared with ``technique_options`` gets every flag, its checks and its API keywords."""
+    from typer.testing import CliRunner
+
+    app = typer.Typer()
+    got: dict[str, Any] = {}
+
+    @app.command()
+    @technique_options(*TECHNIQUE_OPTIONS, grid=True, shown_defaults={"mode": "train"})
+    def budget(scenario: Annotated[str, typer.Argument()], *, techniques: Techniques) -> None:
+        got.update(techniques.request_kwargs())
+
+    r = CliRunner().invoke(
+        app,
+        ["encoder", "--compile", "none,default", "--mode", "train", "--amp", "--batch-size", "2,4",
+         "-p", "depth=1", "--parallel", "ddp", "--nproc", "2", "--seed", "3"],
+    )  # fmt: skip
+    assert r.exit_code == 0, r.output
+    assert got["compile"] == "none,default" and got["modes"] == "train" and got["amp"] is True
+    assert got["params"] == {"depth": ["1"], "batch_size": "2,4"}
+    assert (got["parallel"], got["nproc"], got["seed"]) == ("ddp", 2, 3)
+    assert got["precisions"] is None and got["channels_last"] is None  # not given: the defaults apply
+    assert RunRequest.build({k: v for k, v in got.items()}).compile == ("none", "default")
+    help_text = " ".join(CliRunner().invoke(app, ["--help"], env={"COLUMNS": "200"}).output.split())
+    assert "--compile" in help_text and "[default: train]" in help_text
+    r = CliRunner().invoke(app, ["encoder", "--seed", "1", "--seed", "2"])
+    assert r.exit_code == 2 and "--seed: given 2 times" in r.output
+
+
+def test_a_compiled_process_gets_a_cold_inductor_cache(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from bench.compiling import inductor_cache_env
+
+    monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR", raising=False)
+    assert inductor_cache_env("none", tmp_path) == {}
+    assert inductor_cache_env("default", tmp_path) == {"TORCHINDUCTOR_CACHE_DIR": str(tmp_path / "inductor")}
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "mine"))
+    assert inductor_cache_env("default", tmp_path) == {}  # the user's warm cache, on purpose
