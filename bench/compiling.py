@@ -94,9 +94,20 @@ def inductor_cache_env(compile: str, folder: Path | str) -> dict[str, str]:
     every run. A ``TORCHINDUCTOR_CACHE_DIR`` the user set is kept (a warm cache, on purpose); an eager
     configuration gets nothing.
     """
-    if compile == "none" or os.environ.get("TORCHINDUCTOR_CACHE_DIR"):
+    if compile == "none" or _user_cache_dir():
         return {}
     return {"TORCHINDUCTOR_CACHE_DIR": str(Path(folder) / "inductor")}
+
+
+def _user_cache_dir() -> str | None:
+    """``TORCHINDUCTOR_CACHE_DIR`` when the user set it. torch writes its default into the variable
+    the first time it looks the folder up, so a value equal to torch's default counts as not set."""
+    given = os.environ.get("TORCHINDUCTOR_CACHE_DIR")
+    if not given:
+        return None
+    from torch._inductor.runtime.cache_dir_utils import default_cache_dir
+
+    return None if os.path.abspath(given) == os.path.abspath(default_cache_dir()) else given
 
 
 def check_compile(device: str, compile: str) -> None:

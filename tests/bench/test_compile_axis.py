@@ -244,3 +244,7 @@ def test_a_compiled_process_gets_a_cold_inductor_cache(
     assert inductor_cache_env("default", tmp_path) == {"TORCHINDUCTOR_CACHE_DIR": str(tmp_path / "inductor")}
     monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "mine"))
     assert inductor_cache_env("default", tmp_path) == {}  # the user's warm cache, on purpose
+    from torch._inductor.runtime.cache_dir_utils import default_cache_dir
+
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", default_cache_dir())  # what torch itself writes there
+    assert inductor_cache_env("default", tmp_path) == {"TORCHINDUCTOR_CACHE_DIR": str(tmp_path / "inductor")}
