@@ -165,14 +165,15 @@ def compile_figure(df: Any, notes: list[str] | None = None) -> Any:
         if any(h is not None for h in highs):
             ax3.errorbar(svals, ys, xerr=errbar(svals, lows, highs), fmt="none", ecolor="black", capsize=4)
             top = max([top, *(h for h in highs if h is not None)])
-        for y, s in zip(ys, steps, strict=True):
+        for y, n, hi in zip(ys, steps, highs, strict=True):
+            finite_n = n is not None and math.isfinite(n)
             ax3.annotate(
-                _steps_text(s),
-                (s if s is not None and math.isfinite(s) else 0.0, y),
+                _steps_text(n),
+                (hi if hi is not None else n if n is not None and finite_n else 0.0, y),
                 xytext=(5, -4),
                 textcoords="offset points",
                 fontsize=9,
-                color="black" if s is not None and math.isfinite(s) else PALETTE[3],
+                color="black" if finite_n else PALETTE[3],
             )
         ax3.set_xlim(0, top * 1.4)
         ax3.set_xlabel("break-even steps: compile_time_s / (eager − compiled step)")
