@@ -18,9 +18,13 @@ compilation between them (a recompile, a frame compiled late) is counted in ``ti
 a row's step time includes compiling: ``CompileResult.noisy_reason`` says so, and the row is flagged
 ``noisy`` with it.
 
-``cold_start`` times the first call of the step, synchronized: from the first call until compilation
-is done (a train step compiles its forward, then its backward lazily in the same call), apart from
-the timed steps. That one step's own run time is included; it is negligible beside the compilation.
+``cold_start`` times the first call of the step, synchronized, apart from the timed steps: it runs
+until compilation is done (a train step compiles its forward, then its backward lazily in the same
+call) and then runs the step itself. ``compile_time_s`` is that cold start less one steady compiled
+step (the timed steps' median, ``result(step_s=...)``): what compiling adds to the first step. With
+it, ``compile_time_s / (eager step - compiled step)`` is exactly the step count after which the
+compiled run has caught up (cold start + (N - 1) compiled steps = N eager steps). The raw first call
+is ``cold_start_s``.
 """
 
 from __future__ import annotations
@@ -42,7 +46,8 @@ class CompileResult:
     """What compiling one configuration cost and did (``build_row`` reads the columns off it)."""
 
     mode: str
-    compile_time_s: float | None = None  # the cold start: first call until compilation is done
+    compile_time_s: float | None = None  # the cold start less one compiled step: what compiling adds
+    cold_start_s: float | None = None  # the first call, compilation and its own run
     graph_breaks: int = 0
     unique_graphs: int = 0
     recompiles: int = 0
@@ -118,22 +123,22 @@ class CompileWatch:
         self.mode = mode
         self.compiled = list(compiled or [])
         self.inductor_cache = inductor_cache
-        self.compile_time_s: float | None = None
+        self.cold_start_s: float | None = None
         self._start = _snapshot()
         self._window: list[_Snapshot] = []
         self._end: _Snapshot | None = None
 
     # --- the cold start ----------------------------------------------------------------------
     def cold_start(self, step: Callable[[], None], device: str) -> float:
-        """Run the step's first call, synchronized; its wall time is ``compile_time_s``."""
+        """Run the step's first call, synchronized; its wall time is ``cold_start_s``."""
         from bench.workload import synchronize
 
         synchronize(device)
         t0 = time.perf_counter()
         step()
         synchronize(device)
-        self.compile_time_s = time.perf_counter() - t0
-        return self.compile_time_s
+        self.cold_start_s = time.perf_counter() - t0
+        return self.cold_start_s
 
     # --- bench.harness.timing.TimingWindow -----------------------------------------------------
     def begin(self) -> None:
@@ -147,7 +152,9 @@ class CompileWatch:
         """The end of what this watch counts (after the timed steps; later passes are not counted)."""
         self._end = _snapshot()
 
-    def result(self) -> CompileResult:
+    def result(self, step_s: float | None = None) -> CompileResult:
+        """What was counted; ``step_s``, a steady compiled step (the timed median), turns the cold
+        start into ``compile_time_s``."""
         end = self._end or _snapshot()
         new = _new_metrics(self._start, end)
         breaks = {
@@ -159,7 +166,8 @@ class CompileWatch:
         recompiled = [m for m in new if getattr(m, "recompile_reason", None)]
         return CompileResult(
             mode=self.mode,
-            compile_time_s=self.compile_time_s,
+            compile_time_s=_added(self.cold_start_s, step_s),
+            cold_start_s=self.cold_start_s,
             graph_breaks=sum(breaks.values()),
             unique_graphs=end.unique_graphs - self._start.unique_graphs,
             recompiles=len(recompiled),
@@ -182,6 +190,13 @@ def inductor_cache_note() -> str:
     return os.environ.get("TORCHINDUCTOR_CACHE_DIR") or f"{default_cache_dir()} (torch's default)"
 
 
+def _added(cold_s: float | None, step_s: float | None) -> float | None:
+    """The cold start less one steady step, never below 0 (the cold start alone without a step)."""
+    if cold_s is None:
+        return None
+    return max(0.0, cold_s - step_s) if step_s is not None else cold_s
+
+
 def combine_repeats(results: Sequence[CompileResult | None]) -> CompileResult | None:
     """One ``CompileResult`` for a ``--repeat R`` row: the median cold start of the R processes (each
     compiled on its own), the most graph breaks, graphs and recompiles any of them saw, and every
@@ -202,10 +217,12 @@ def _combine(
     if not rs:
         return None
     times = [r.compile_time_s for r in rs if r.compile_time_s is not None]
+    colds = [r.cold_start_s for r in rs if r.cold_start_s is not None]
     first = rs[0]
     return dataclasses.replace(
         first,
         compile_time_s=pick(times) if times else None,
+        cold_start_s=pick(colds) if colds else None,
         graph_breaks=max(r.graph_breaks for r in rs),
         unique_graphs=max(r.unique_graphs for r in rs),
         recompiles=max(r.recompiles for r in rs),

@@ -4,7 +4,7 @@ Three panels per scenario and results file, one bar per compiled row:
 
 1. the speed-up of its mode over eager, eager time / compiled time, with error bars from both
    medians' 95% CIs (``figures_common.speedup``);
-2. its compile time, ``compile_time_s`` (the cold start);
+2. its compile time, ``compile_time_s`` (what compiling adds to the first step);
 3. its break-even step count, ``compile_time_s / (eager step - compiled step)``
    (``bench.results.compare_pairs.break_even_steps``): after how many steps compiling has paid for
    itself; "never" where the compiled step is not faster.
@@ -152,7 +152,7 @@ def compile_figure(df: Any, notes: list[str] | None = None) -> Any:
                 fontsize=9,
             )
         ax2.set_xlim(0, max(max(cvals), 1e-3) * 1.35)
-        ax2.set_xlabel("compile time, s (compile_time_s: the cold start)")
+        ax2.set_xlabel("compile time, s (compile_time_s: added to the first step)")
         style_axes(ax2)
 
         finite = [s for s in steps if s is not None and math.isfinite(s)]

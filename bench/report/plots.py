@@ -99,8 +99,9 @@ FIGURES: tuple[FigureSpec, ...] = (
         "compile",
         "What torch.compile buys, and when it pays off",
         "each compiled row against the compile=none row of the same configuration: eager time / compiled "
-        "time (bars: from both 95% CIs), compile_time_s (the cold start), and the break-even step count "
-        "compile_time_s / (eager step - compiled step); never where the compiled step is not faster.",
+        "time (bars: from both 95% CIs), compile_time_s (what compiling adds to the first step), and the "
+        "break-even step count compile_time_s / (eager step - compiled step); never where the compiled "
+        "step is not faster.",
         compile_figure,
     ),
 )

@@ -168,7 +168,7 @@ def _measure(cfg: RunConfig, req: RunRequest, device_name: str | None) -> Measur
     compiled = None
     if watch is not None:
         watch.stop()
-        compiled = watch.result()
+        compiled = watch.result(step_s=timing.median_ms / 1e3)
     energy = meter.result(steps=timing.n * timing.calls_per_sample, items_per_step=workload.items_per_step)
     notes: list[str] = []
     if energy.status == "failed":  # this row's window gave no figure (no counter at all: sidecar only)

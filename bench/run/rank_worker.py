@@ -157,7 +157,7 @@ def measure_rank(
     compiled = None
     if watch is not None:
         watch.stop()
-        compiled = watch.result()
+        compiled = watch.result(step_s=timing.median_ms / 1e3)
     energy = meter.result(steps=timing.n, items_per_step=workload.items_per_step)
     noise = job_noise(before, after, ctrl, world_size)
     notes: list[str] = []

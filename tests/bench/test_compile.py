@@ -174,6 +174,8 @@ def test_encoder_rows_report_no_graph_break_and_one_shared_block_graph(encoder_c
     assert comp["mem_method"] == "mem_tracker:eager" and eager["mem_method"] == "mem_tracker"
     assert comp["flops_per_step"] == eager["flops_per_step"]  # the model's FLOPs either way
     rec = records[1]["compile"]
+    # compile_time_s: what the first call took beyond one steady compiled step
+    assert rec["cold_start_s"] == pytest.approx(comp["compile_time_s"] + comp["time_median_ms"] / 1e3)
     assert rec["compiled"] == ["TransformerEncoderLayer x2", "loss"]
     assert rec["break_reasons"] == {} and rec["timed_compiles"] == 0
     assert "compile" not in records[0]  # an eager row's sidecar has no compile record
