@@ -10,7 +10,7 @@
 3. FLOPs   -- ``bench.harness.flops.count_flops(step)``: one step under ``FlopCounterMode``.
 
 A compiled configuration (``RunConfig.compile``) first runs its cold start: the step's first call,
-timed apart (``compile_time_s``), then the timing pass as above, while a
+timed apart (``compile_time_s`` is it less one compiled step), then the timing pass as above, while a
 ``bench.harness.compile_stats.CompileWatch`` reads torch's counters (graph breaks, graphs,
 recompiles; a compilation during the timed steps flags the row ``noisy``). torch.compile does not
 run under a ``TorchDispatchMode`` (dynamo skips the frame and runs it eagerly), and MemTracker and
@@ -215,7 +215,7 @@ def _measure(cfg: RunConfig, req: RunRequest, device_name: str | None) -> Measur
 
 def compile_cold_start(step: Any, cfg: RunConfig, compiled: str) -> Any:
     """For a compiled configuration, a ``CompileWatch`` that has run and timed the step's first call
-    (``compile_time_s``); None for an eager one. A compilation error propagates (an ``error`` row)."""
+    (its cold start); None for an eager one. A compilation error propagates (an ``error`` row)."""
     if cfg.compile == "none":
         return None
     import torch
