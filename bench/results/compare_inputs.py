@@ -236,7 +236,10 @@ def results_of_benchmarks(bf: BenchmarkFile) -> list[Result]:
         block = b.dlbench
         env: dict[str, str] = {}
         if block is not None and isinstance(block.get("config"), Mapping):
-            config = {str(k): norm(v) for k, v in block["config"].items()}
+            # a field the block does not name (written before it existed) reads as its empty value,
+            # as in a CSV: compile none, parallel none, ...
+            config = {f.name: f.empty for f in CONFIG_FIELDS if f.empty}
+            config.update({str(k): norm(v) for k, v in block["config"].items()})
             raw_env = block.get("env")
             if isinstance(raw_env, Mapping):
                 env = {k: norm(v) for k, v in raw_env.items() if k in ENV_FIELDS and norm(v)}
