@@ -18,6 +18,8 @@
 #   4. measurement truth: 10 gate A/A runs of attention, and 5 separate runs of one configuration
 #   5. dlbench compare --by precision (encoder fp32 vs amp-bf16, with joules per step and per item
 #      from NVML) and dlbench report over everything
+#   6. torch.compile on CUDA: encoder --compile none,default,reduce-overhead (inductor's Triton kernels,
+#      CUDA graphs), compile_time_s, graph breaks, recompiles; compare --by compile (break-even steps)
 #   then the GPU-marked tests if time is left.
 # Energy needs Zeus (dlbench[energy]), which the image lacks: carry its wheels in .whl/ (git-ignored),
 # downloaded here first with the command in bench/energy-wheels.txt; the script installs them from
@@ -128,8 +130,20 @@ dl 150 run attention "${COMMON[@]}" --preset "$PRESET" --mode forward,train --pr
   --seq-len "$LENS" --param impl=dlcore,sdpa,torch --resume --out "$RES/attention.csv"
 pack
 
+say "6. torch.compile: encoder --compile none,default,reduce-overhead (CUDA graphs; skipped on CPU)"
+dl 300 run encoder --device "$DEV" --timeout 240 --max-time "$MAXT" "${ENC[@]}" --mode train --amp \
+  --compile none,default,reduce-overhead --out "$RES/compile.csv"
+"$PY" - "$RES/compile.csv" <<'EOF' 2>&1 | tee -a "$LOG"
+import sys, pandas as pd
+df = pd.read_csv(sys.argv[1])
+cols = ["compile", "status", "time_median_ms", "compile_time_s", "graph_breaks", "unique_graphs", "recompiles", "reason"]
+print(df[[c for c in cols if c in df.columns]].to_string(index=False))
+EOF
+dl 30 compare "$RES/compile.csv" --by compile
+pack
+
 say "5b. report over everything"
-CSVS=("$RES/attention.csv" "$RES/parallel.csv" "$RES/precision.csv")
+CSVS=("$RES/attention.csv" "$RES/parallel.csv" "$RES/precision.csv" "$RES/compile.csv")
 EXIST=(); for f in "${CSVS[@]}"; do [[ -f $f ]] && EXIST+=("$f"); done
 CMP=(); [[ -f $RES/by_precision.json ]] && CMP=(--compare "$RES/by_precision.json")
 PRF=(); [[ -f $REP/profile_encoder/summary.json ]] && PRF=(--profile "$REP/profile_encoder")
