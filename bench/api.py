@@ -31,13 +31,14 @@ constraints live there, shared with the CLI and sweep files). The library never 
 passes a progress reporter and prints the summary (``bench.console``).
 
 Bad input raises ``UsageError`` (a ``ValueError``) naming the problem before any work starts:
-unknown scenario, preset, mode, precision or checkpointing value, unknown or mistyped parameter,
-a size that is not positive (0 only where it is the field's default), a device that is not there,
-an output file that cannot be written or holds another scenario's columns.
+unknown scenario, preset, mode, precision, checkpointing or compile value (a compile mode given
+twice too), unknown or mistyped parameter, a size that is not positive (0 only where it is the
+field's default), a device that is not there, an output file that cannot be written or holds
+another scenario's columns.
 
-Defaults: modes forward and train; precision fp32; checkpointing none; device "cuda" when CUDA is
-available, else "cpu"; a per-configuration timeout of 600 s; timing stops when the 95% CI of the
-median is within +-2% or after 5 s of timed iterations.
+Defaults: modes forward and train; precision fp32; checkpointing none; compile none; device "cuda"
+when CUDA is available, else "cpu"; a per-configuration timeout of 600 s; timing stops when the 95%
+CI of the median is within +-2% or after 5 s of timed iterations.
 """
 
 from __future__ import annotations
@@ -202,7 +203,8 @@ def run(
     """Measure every configuration of a scenario's grid and append one row each to a CSV.
 
     ``options`` are ``RunRequest`` fields: ``preset``, ``modes``, ``precisions``, ``amp``,
-    ``checkpointing``, ``params`` (config field -> a value or a list: a grid axis), ``device``,
+    ``checkpointing``, ``compile`` (torch.compile modes), ``params`` (config field -> a value or a
+    list: a grid axis), ``device``,
     ``out``, ``resume``, ``timeout_s``, ``target_rel_ci``, ``max_time_s``, ``seed``, ``isolation``,
     ``channels_last``, ... Lists may be comma-separated strings. ``amp=True`` adds
     ``bench.workload.preferred_amp(device)`` to the precisions. ``sweep`` reads them from a TOML

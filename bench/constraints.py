@@ -146,17 +146,28 @@ def split_list(text: Any) -> list[Any]:
     return [text]
 
 
-def parse_list(typ: type, name: str, value: Any, check: Check | None = None) -> list[Any]:
-    """A comma list (or a list) of values of ``typ``, each checked; duplicates dropped, order kept."""
+def parse_list(
+    typ: type, name: str, value: Any, check: Check | None = None, *, unique: bool = False
+) -> list[Any]:
+    """A comma list (or a list) of values of ``typ``, each checked; duplicates dropped, order kept.
+
+    ``unique``: a value given twice is a ``UsageError`` naming it, rather than dropped.
+    """
     items = split_list(value)
     if not items:
         raise UsageError(f"{name}: no value given" + (f"; expected {check.describe()}" if check else ""))
-    return list(dict.fromkeys(parse(typ, name, v, check) for v in items))
+    parsed = [parse(typ, name, v, check) for v in items]
+    if unique:
+        repeated = [v for i, v in enumerate(parsed) if v in parsed[:i]]
+        if repeated:
+            given = ",".join(str(v) for v in items)
+            raise UsageError(f"{name}: {repeated[0]!r} given twice in {given!r}; give each value once")
+    return list(dict.fromkeys(parsed))
 
 
-def choice_list(name: str, value: Any, choices: Sequence[str]) -> list[str]:
-    """A comma list of strings, each one of ``choices``."""
-    return parse_list(str, name, value, Check("choice", tuple(choices)))
+def choice_list(name: str, value: Any, choices: Sequence[str], *, unique: bool = False) -> list[str]:
+    """A comma list of strings, each one of ``choices`` (``unique``: none given twice)."""
+    return parse_list(str, name, value, Check("choice", tuple(choices)), unique=unique)
 
 
 # --- sizes in bytes (dlbench budget --memory) ------------------------------------------------------

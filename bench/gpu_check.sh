@@ -18,7 +18,9 @@
 #   4. measurement truth: 10 gate A/A runs of attention, and 5 separate runs of one configuration
 #   5. dlbench compare --by precision (encoder fp32 vs amp-bf16, with joules per step and per item
 #      from NVML) and dlbench report over everything
-#   6. dlbench budget: encoder amp-bf16 without and with checkpointing under a 12 GiB cap (a smaller
+#   6. torch.compile on CUDA: encoder --compile none,default,reduce-overhead (inductor's Triton kernels,
+#      CUDA graphs), compile_time_s, graph breaks, recompiles; compare --by compile (break-even steps)
+#   7. dlbench budget: encoder amp-bf16 without and with checkpointing under a 12 GiB cap (a smaller
 #      card on this one: set_per_process_memory_fraction, peak reserved), its table and the report
 #   then the GPU-marked tests if time is left.
 # Energy needs Zeus (dlbench[energy]), which the image lacks: carry its wheels in .whl/ (git-ignored),
@@ -131,14 +133,26 @@ dl 150 run attention "${COMMON[@]}" --preset "$PRESET" --mode forward,train --pr
   --seq-len "$LENS" --param impl=dlcore,sdpa,torch --resume --out "$RES/attention.csv"
 pack
 
-say "6. budget: encoder amp-bf16, checkpointing none vs full, the largest batch under a $BUDGET cap"
+say "6. torch.compile: encoder --compile none,default,reduce-overhead (CUDA graphs; skipped on CPU)"
+dl 300 run encoder --device "$DEV" --timeout 240 --max-time "$MAXT" "${ENC[@]}" --mode train --amp \
+  --compile none,default,reduce-overhead --out "$RES/compile.csv"
+"$PY" - "$RES/compile.csv" <<'EOF' 2>&1 | tee -a "$LOG"
+import sys, pandas as pd
+df = pd.read_csv(sys.argv[1])
+cols = ["compile", "status", "time_median_ms", "compile_time_s", "graph_breaks", "unique_graphs", "recompiles", "reason"]
+print(df[[c for c in cols if c in df.columns]].to_string(index=False))
+EOF
+dl 30 compare "$RES/compile.csv" --by compile
+pack
+
+say "7. budget: encoder amp-bf16, checkpointing none vs full, the largest batch under a $BUDGET cap"
 dl 200 budget encoder --device "$DEV" --timeout "$T" --max-time "$MAXT" "${ENC[@]}" --memory "$BUDGET" \
   --precision amp-bf16 --checkpointing none,full --tolerance 0.1 --max-batch 256 --csv "$RES/budget.csv" \
   --format markdown --out "$REP/budget.md"
 pack
 
 say "5b. report over everything"
-CSVS=("$RES/attention.csv" "$RES/parallel.csv" "$RES/precision.csv" "$RES/budget.csv")
+CSVS=("$RES/attention.csv" "$RES/parallel.csv" "$RES/precision.csv" "$RES/compile.csv" "$RES/budget.csv")
 EXIST=(); for f in "${CSVS[@]}"; do [[ -f $f ]] && EXIST+=("$f"); done
 CMP=(); [[ -f $RES/by_precision.json ]] && CMP=(--compare "$RES/by_precision.json")
 PRF=(); [[ -f $REP/profile_encoder/summary.json ]] && PRF=(--profile "$REP/profile_encoder")

@@ -188,6 +188,7 @@ def build(case: BenchCase) -> DlbenchStep:
         "mode": cfg.mode,
         "precision": cfg.precision,
         "checkpointing": cfg.checkpointing,
+        "compile": "none",  # the benchmarks time eager steps
         "parallel": "none",
         "world_size": 1,
         "device": cfg.device,

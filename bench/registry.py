@@ -46,6 +46,10 @@ MODES: tuple[str, ...] = ("forward", "train")
 PRESETS: tuple[str, ...] = ("tiny", "default", "large")
 PRECISIONS: tuple[str, ...] = ("fp32", "amp-bf16", "amp-fp16")
 CHECKPOINTING: tuple[str, ...] = ("none", "full")
+# torch.compile's modes (``torch.compile(mode=...)``), "none" for eager (bench.compiling)
+COMPILE_MODES: tuple[str, ...] = (
+    "none", "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs",
+)  # fmt: skip
 
 
 CHECK_KEY = "dlbench_check"

@@ -7,8 +7,10 @@ in a fixed order, as torchtitan's ``parallelize_*`` does:
 
 1. ``build_workload``: seed, build, then the memory format (channels_last: model and 4-D inputs);
 2. ``make_step``: activation checkpointing of ``Workload.blocks`` (from outside the model; a model
-   without blocks is ``Unsupported``, a ``skipped`` row), then the precision (autocast, and a
-   GradScaler for fp16 training) inside ``PhasedStep``.
+   without blocks is ``Unsupported``, a ``skipped`` row), then ``torch.compile`` (each block in place,
+   or the whole model, and the loss: ``bench.compiling``), then the precision (autocast, and a
+   GradScaler for fp16 training) inside ``PhasedStep``. A rank of a parallel job puts DDP / FSDP /
+   the pipeline between compile and the precision (``bench.run.parallel``).
 
 A ``PhasedStep`` knows the mode (forward = inference, train = forward + backward + optimizer).
 Timing calls ``step.run()``; the memory pass calls the phases one by one (``step.phases``) to
@@ -209,20 +211,38 @@ def build_workload(spec: ScenarioSpec, cfg: Any, ctx: BuildContext) -> Workload:
 
 
 def build_step(
-    spec: ScenarioSpec, cfg: Any, ctx: BuildContext, *, precision: str, checkpointing: str
+    spec: ScenarioSpec,
+    cfg: Any,
+    ctx: BuildContext,
+    *,
+    precision: str,
+    checkpointing: str,
+    compile: str = "none",
 ) -> tuple[Workload, PhasedStep]:
     """The configuration as the step to measure: ``build_workload`` then ``make_step``."""
     workload = build_workload(spec, cfg, ctx)
     step = make_step(
-        workload, mode=ctx.mode, precision=precision, checkpointing=checkpointing, device=ctx.device
+        workload,
+        mode=ctx.mode,
+        precision=precision,
+        checkpointing=checkpointing,
+        device=ctx.device,
+        compile=compile,
     )
     return workload, step
 
 
 def make_step(
-    workload: Workload, *, mode: str, precision: str, checkpointing: str = "none", device: str = "cpu"
+    workload: Workload,
+    *,
+    mode: str,
+    precision: str,
+    checkpointing: str = "none",
+    device: str = "cpu",
+    compile: str = "none",
 ) -> PhasedStep:
-    """Apply checkpointing (from outside the model), then wrap the precision in the step to measure."""
+    """Apply checkpointing (from outside the model), then ``torch.compile``, then wrap the precision in
+    the step to measure. What was compiled goes to ``workload.extra["compiled"]`` (the row's ``extra``)."""
     if checkpointing == "full" and workload.custom_step is None:
         if not workload.blocks:
             raise Unsupported(
@@ -233,6 +253,10 @@ def make_step(
         from dlcore import apply_activation_checkpointing
 
         apply_activation_checkpointing(workload.model, module_types=workload.blocks)
+    if compile != "none":
+        from bench.compiling import apply_compile
+
+        workload.extra["compiled"] = ", ".join(apply_compile(workload, compile, device=device))
     return PhasedStep(workload, mode=mode, precision=precision, device=device)
 
 

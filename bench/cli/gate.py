@@ -18,6 +18,7 @@ from typing import Annotated, Any
 import typer
 
 from bench.cli import app, usage_error
+from bench.cli.options import NAMED_PARAMS, Techniques, technique_options
 
 FORMATS = ("table", "markdown", "json")
 
@@ -121,7 +122,13 @@ def print_table(d: dict[str, Any], console: Any) -> None:
         console.print(f"[bold red]{FAIL_CLOSED_TEXT}[/]")
 
 
+_GATE_TECHNIQUES = (
+    "mode", "precision", "checkpointing", "compile", *NAMED_PARAMS, "params", "preset", "device",
+)  # fmt: skip
+
+
 @app.command("gate")
+@technique_options(*_GATE_TECHNIQUES, grid=False, shown_defaults={"mode": "train"})
 def gate_cmd(
     scenario: Annotated[
         str,
@@ -145,30 +152,17 @@ def gate_cmd(
     base_param: Annotated[
         list[str] | None,
         typer.Option(
-            "--base-param", help="KEY=VALUE for BASE only (a parameter, mode, precision or checkpointing)."
+            "--base-param",
+            help="KEY=VALUE for BASE only (a parameter, mode, precision, checkpointing or compile).",
         ),
     ] = None,
     new_param: Annotated[
         list[str] | None,
         typer.Option(
-            "--new-param", help="KEY=VALUE for NEW only (a parameter, mode, precision or checkpointing)."
+            "--new-param",
+            help="KEY=VALUE for NEW only (a parameter, mode, precision, checkpointing or compile): "
+            "--new-param compile=default times compiled against eager.",
         ),
-    ] = None,
-    param: Annotated[
-        list[str] | None, typer.Option("--param", "-p", help="KEY=VALUE for both sides.")
-    ] = None,
-    preset: Annotated[
-        str | None, typer.Option("--preset", help="tiny, default, large. \\[default: default]")
-    ] = None,
-    mode: Annotated[str | None, typer.Option("--mode", help="forward or train. \\[default: train]")] = None,
-    precision: Annotated[
-        str | None, typer.Option("--precision", help="fp32, amp-bf16, amp-fp16. \\[default: fp32]")
-    ] = None,
-    checkpointing: Annotated[
-        str | None, typer.Option("--checkpointing", help="none or full. \\[default: none]")
-    ] = None,
-    device: Annotated[
-        str | None, typer.Option("--device", help="cpu, cuda, cuda:N. \\[default: cuda if available]")
     ] = None,
     threshold: Annotated[
         str, typer.Option("--threshold", help="Slowdown that counts as a regression: 5% or 0.05.")
@@ -187,6 +181,8 @@ def gate_cmd(
         Path | None,
         typer.Option("--out", help="Also write the result to FILE (--format; table as markdown)."),
     ] = None,
+    *,
+    techniques: Techniques,
 ) -> None:
     """Is NEW slower than BASE? Both timed interleaved, in the same time windows, on this machine.
 
@@ -209,14 +205,15 @@ def gate_cmd(
             scenario,
             base=base,
             new=new,
-            params=param,
+            params=techniques.assignments(),  # -p and --batch-size ...: both sides
             base_params=base_param,
             new_params=new_param,
-            preset=preset,
-            mode=mode,
-            precision=precision,
-            checkpointing=checkpointing,
-            device=device,
+            preset=techniques.get("preset"),
+            mode=techniques.get("mode"),
+            precision=techniques.get("precision"),
+            checkpointing=techniques.get("checkpointing"),
+            compile=techniques.get("compile"),
+            device=techniques.get("device"),
             threshold=threshold,
             slices=slices,
             slice_time_s=slice_time,

@@ -9,6 +9,7 @@ from typing import Annotated, Any
 import typer
 
 from bench.cli import app, usage_error
+from bench.cli.options import TECHNIQUE_OPTIONS, Techniques, technique_options
 
 # the library names its arguments; the CLI names the flags
 _FLAGS = {"out_dir:": "--out:", "wait:": "--wait:", "warmup:": "--warmup:", "active:": "--active:"}
@@ -21,24 +22,6 @@ def _flag_names(message: str) -> str:
         if line.startswith(name):
             return flag + line[len(name) :]
     return line
-
-
-def _named_params(param: list[str], named: dict[str, str | None]) -> dict[str, Any]:
-    """``-p K=V`` merged with the named parameter flags (``--batch-size``, ...), as ``dlbench run`` does."""
-    from bench.api import UsageError, parse_assignments
-
-    params: dict[str, Any] = dict(parse_assignments(param))
-    for name, value in named.items():
-        if value is None:
-            continue
-        if name in params:
-            flag = "--" + name.replace("_", "-")
-            raise UsageError(
-                f"{name}: given twice ({flag} {value} and -p {name}={','.join(params[name])}); "
-                "give one of them"
-            )
-        params[name] = value
-    return params
 
 
 # one line per paragraph (typer keeps line breaks); "\\[" is a literal "[" in rich markup
@@ -74,6 +57,7 @@ _HELP = "\n\n".join(
 
 
 @app.command("profile", help=_HELP)
+@technique_options(*TECHNIQUE_OPTIONS, grid=False, shown_defaults={"mode": "train"})
 def profile_cmd(
     scenario: Annotated[
         str | None,
@@ -91,55 +75,6 @@ def profile_cmd(
             help="Folder for the traces and summaries (a TensorBoard logdir). "
             "\\[default: reports/profile_<scenario>]",
         ),
-    ] = None,
-    mode: Annotated[str | None, typer.Option("--mode", help="forward, train. \\[default: train]")] = None,
-    precision: Annotated[
-        str | None, typer.Option("--precision", help="fp32, amp-bf16, amp-fp16. \\[default: fp32]")
-    ] = None,
-    amp: Annotated[
-        bool, typer.Option("--amp", help="The device's preferred AMP (bf16 on CPU and Ampere+).")
-    ] = False,
-    checkpointing: Annotated[
-        str | None, typer.Option("--checkpointing", help="none, full. \\[default: none]")
-    ] = None,
-    batch_size: Annotated[str | None, typer.Option("--batch-size", help="batch_size parameter.")] = None,
-    seq_len: Annotated[str | None, typer.Option("--seq-len", help="seq_len parameter.")] = None,
-    image_size: Annotated[str | None, typer.Option("--image-size", help="image_size parameter.")] = None,
-    width: Annotated[str | None, typer.Option("--width", help="width parameter.")] = None,
-    depth: Annotated[str | None, typer.Option("--depth", help="depth parameter.")] = None,
-    param: Annotated[
-        list[str] | None, typer.Option("--param", "-p", help="KEY=VALUE for any parameter (repeatable).")
-    ] = None,
-    preset: Annotated[
-        str | None, typer.Option("--preset", help="tiny, default, large. \\[default: default]")
-    ] = None,
-    device: Annotated[
-        str | None, typer.Option("--device", help="cpu, cuda, cuda:N. \\[default: cuda if available]")
-    ] = None,
-    seed: Annotated[
-        int | None, typer.Option("--seed", help="Seed for building the workload. \\[default: 0]")
-    ] = None,
-    channels_last: Annotated[
-        bool, typer.Option("--channels-last", help="channels_last model and 4-D inputs.")
-    ] = False,
-    parallel: Annotated[
-        str | None,
-        typer.Option(
-            "--parallel",
-            help="none (this process), ddp, fsdp, pipeline (dp on CUDA): one trace per rank. "
-            "\\[default: none]",
-        ),
-    ] = None,
-    nproc: Annotated[
-        int | None, typer.Option("--nproc", help="Ranks of a parallel profile. \\[default: 2]")
-    ] = None,
-    microbatches: Annotated[
-        int | None,
-        typer.Option("--microbatches", help="Pipeline micro-batches (0: automatic). \\[default: 0]"),
-    ] = None,
-    pipeline_schedule: Annotated[
-        str | None,
-        typer.Option("--pipeline-schedule", help="Pipeline schedule: gpipe, 1f1b. \\[default: gpipe]"),
     ] = None,
     timeout: Annotated[
         float | None,
@@ -175,6 +110,8 @@ def profile_cmd(
             "needs them. --no-with-stack gives a smaller trace with less overhead, and no timeline.",
         ),
     ] = True,
+    *,
+    techniques: Techniques,
 ) -> None:
     """Profile one configuration with torch.profiler (the help text is ``_HELP``)."""
     from bench.api import UsageError
@@ -182,37 +119,14 @@ def profile_cmd(
 
     schedule = {k: v for k, v in (("wait", wait), ("warmup", warmup), ("active", active)) if v is not None}
     try:
-        params = _named_params(
-            param or [],
-            {"batch_size": batch_size, "seq_len": seq_len, "image_size": image_size, "width": width,
-             "depth": depth},
-        )  # fmt: skip
         plan = plan_from_run_options(
             scenario,
             out_dir=out if out is not None else Path("reports") / f"profile_{scenario}",
             profile_kw={**schedule, "with_stack": with_stack},
-            preset=preset,
-            modes=mode,
-            precisions=precision,
-            amp=amp,
-            checkpointing=checkpointing,
-            params=params,
-            device=device,
-            seed=seed,
-            channels_last=channels_last or None,
-            parallel=parallel,
+            **techniques.request_kwargs(),
             overwrite=overwrite,
             oversubscribe=oversubscribe or None,
-            **{
-                k: v
-                for k, v in (
-                    ("nproc", nproc),
-                    ("microbatches", microbatches),
-                    ("pipeline_schedule", pipeline_schedule),
-                    ("timeout_s", timeout),
-                )
-                if v is not None
-            },
+            **({"timeout_s": timeout} if timeout is not None else {}),
         )
     except (UsageError, ValueError) as exc:
         raise usage_error(_flag_names(str(exc))) from None

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
 from bench.cli import app, usage_error
+from bench.cli.options import TECHNIQUE_OPTIONS, Techniques, technique_options
 
 _FOREIGN_HELP = (
     "A scenario is a built-in name (see `dlbench list`), a model of your own as path/to/file.py:factory "
@@ -93,14 +94,12 @@ def env_cmd(
         typer.echo(f"{k:<{width}}  {'' if v is None else v}")
 
 
-_LIST_HELP = "Comma-separated values are a grid axis."
-
-
 @app.command(
     "run",
     help="Measure a scenario over a grid of configurations; one CSV row per configuration.\n\n"
     + _FOREIGN_HELP,
 )
+@technique_options(*TECHNIQUE_OPTIONS, grid=True)
 def run_cmd(
     scenario: Annotated[
         str | None,
@@ -108,36 +107,6 @@ def run_cmd(
             help="Scenario: a built-in name (see `dlbench list`), path/to/file.py:factory, "
             "package.module:factory, timm:<model>, hf:<model type> or an entry point; optional with --sweep."
         ),
-    ] = None,
-    mode: Annotated[
-        str | None, typer.Option("--mode", help="forward, train. \\[default: forward,train]")
-    ] = None,
-    precision: Annotated[
-        str | None, typer.Option("--precision", help="fp32, amp-bf16, amp-fp16. \\[default: fp32]")
-    ] = None,
-    amp: Annotated[
-        bool, typer.Option("--amp", help="Add the device's preferred AMP (bf16 on CPU and Ampere+).")
-    ] = False,
-    checkpointing: Annotated[
-        str | None, typer.Option("--checkpointing", help="none, full. \\[default: none]")
-    ] = None,
-    batch_size: Annotated[
-        str | None, typer.Option("--batch-size", help=f"batch_size parameter. {_LIST_HELP}")
-    ] = None,
-    seq_len: Annotated[str | None, typer.Option("--seq-len", help=f"seq_len parameter. {_LIST_HELP}")] = None,
-    image_size: Annotated[
-        str | None, typer.Option("--image-size", help=f"image_size parameter. {_LIST_HELP}")
-    ] = None,
-    width: Annotated[str | None, typer.Option("--width", help=f"width parameter. {_LIST_HELP}")] = None,
-    depth: Annotated[str | None, typer.Option("--depth", help=f"depth parameter. {_LIST_HELP}")] = None,
-    param: Annotated[
-        list[str] | None, typer.Option("--param", "-p", help=f"KEY=VALUE for any parameter. {_LIST_HELP}")
-    ] = None,
-    preset: Annotated[
-        str | None, typer.Option("--preset", help="tiny, default, large. \\[default: default]")
-    ] = None,
-    device: Annotated[
-        str | None, typer.Option("--device", help="cpu, cuda, cuda:N. \\[default: cuda if available]")
     ] = None,
     sweep: Annotated[
         Path | None, typer.Option("--sweep", help="TOML sweep file (scenario, axes, options).")
@@ -157,14 +126,8 @@ def run_cmd(
     max_time: Annotated[
         float | None, typer.Option("--max-time", help="Seconds of timed steps per config. \\[default: 5]")
     ] = None,
-    seed: Annotated[
-        int | None, typer.Option("--seed", help="Seed for building workloads. \\[default: 0]")
-    ] = None,
     no_isolation: Annotated[
         bool, typer.Option("--no-isolation", help="Run in this process (debugging).")
-    ] = False,
-    channels_last: Annotated[
-        bool, typer.Option("--channels-last", help="channels_last model and 4-D inputs.")
     ] = False,
     repeat: Annotated[
         int | None,
@@ -173,37 +136,6 @@ def run_cmd(
             help="Independent processes per configuration, round-robin over the grid; the CI then "
             "covers the drift between processes. \\[default: 1]",
         ),
-    ] = None,
-    parallel: Annotated[
-        str | None,
-        typer.Option(
-            "--parallel",
-            help="none, dp, ddp, fsdp, pipeline: a grid axis. Each strategy other than none is one torchrun "
-            "job of --nproc processes per node (dp: one process driving --nproc GPUs). --batch-size is the "
-            "GLOBAL batch of a step: ddp/fsdp ranks each take batch_size/world_size, dp scatters it, a "
-            "pipeline cuts it into --microbatches; time is the slowest rank's, memory the most loaded "
-            "rank's. \\[default: none]",
-        ),
-    ] = None,
-    nproc: Annotated[
-        int | None,
-        typer.Option(
-            "--nproc",
-            help="Processes (ranks) per node for ddp/fsdp/pipeline (torchrun --nproc-per-node; on CUDA one "
-            "GPU each), GPUs for dp. none always runs one process. \\[default: 2]",
-        ),
-    ] = None,
-    microbatches: Annotated[
-        int | None,
-        typer.Option(
-            "--microbatches",
-            help="Pipeline micro-batches per step (must divide the global batch; 1f1b needs >= stages). "
-            "0: the largest divisor of the batch that is <= max(4, stages). \\[default: 0]",
-        ),
-    ] = None,
-    pipeline_schedule: Annotated[
-        str | None,
-        typer.Option("--pipeline-schedule", help=f"gpipe, 1f1b. {_LIST_HELP} \\[default: gpipe]"),
     ] = None,
     nnodes: Annotated[
         int | None,
@@ -253,52 +185,26 @@ def run_cmd(
             help="torchrun rendezvous backend: c10d, static, etcd, etcd-v2. \\[default: c10d]",
         ),
     ] = None,
+    *,
+    techniques: Techniques,
 ) -> None:
     """Measure a scenario over a grid of configurations (the help text is given to the decorator)."""
-    from bench.api import UsageError, execute_plan, parse_assignments, plan_run, varying_params
+    from bench.api import UsageError, execute_plan, plan_run, varying_params
     from bench.console import RunProgress, print_summary
     from bench.results import ResultsWriteError
 
     try:
-        params: dict[str, Any] = dict(parse_assignments(param or []))
-        for name, value in (
-            ("batch_size", batch_size),
-            ("seq_len", seq_len),
-            ("image_size", image_size),
-            ("width", width),
-            ("depth", depth),
-        ):
-            if value is not None:
-                if name in params:
-                    flag = "--" + name.replace("_", "-")
-                    raise UsageError(
-                        f"{name}: given twice ({flag} {value} and -p {name}={','.join(params[name])}); "
-                        "give one of them (a comma list is a grid axis)"
-                    )
-                params[name] = value  # a comma list, split by the API
         plan = plan_run(
             scenario,
             sweep=sweep,
-            preset=preset,
-            modes=mode,
-            precisions=precision,
-            amp=amp,
-            checkpointing=checkpointing,
-            params=params,
-            device=device,
+            **techniques.request_kwargs(),
             out=out,
             resume=resume or None,
             timeout_s=timeout,
             target_rel_ci=target_ci,
             max_time_s=max_time,
-            seed=seed,
             isolation=False if no_isolation else None,
-            channels_last=channels_last or None,
             repeat=repeat,
-            parallel=parallel,
-            nproc=nproc,
-            microbatches=microbatches,
-            pipeline_schedule=pipeline_schedule,
             nnodes=nnodes,
             node_rank=node_rank,
             rdzv_endpoint=rdzv_endpoint,

@@ -62,7 +62,8 @@ from bench.gate.trees import Tree, materialize, resolve_tree, same_tree
 from bench.gate.worker import PLANT_ENV_VAR, WorkerClient, WorkerError, WorkerUsageError
 from bench.signals import interrupted, shield
 
-RUN_KEYS: tuple[str, ...] = ("mode", "precision", "checkpointing")  # run options a K=V may set per side
+# run options a K=V may set per side (--new-param compile=default: what compiling buys, interleaved)
+RUN_KEYS: tuple[str, ...] = ("mode", "precision", "checkpointing", "compile")
 SIDES: tuple[str, ...] = ("base", "new")
 DEFAULT_THRESHOLD = 0.05
 KIND = "dlbench-gate"
@@ -94,6 +95,7 @@ class Side:
     mode: str
     precision: str
     checkpointing: str
+    compile: str = "none"
 
     @property
     def label(self) -> str:
@@ -103,7 +105,10 @@ class Side:
         return " ".join(parts)
 
     def run_options(self) -> dict[str, str]:
-        return {"mode": self.mode, "precision": self.precision, "checkpointing": self.checkpointing}
+        """The run options the worker builds with (``compile`` only when compiled, so that a tree
+        older than ``--compile`` can still be the eager side)."""
+        opts = {"mode": self.mode, "precision": self.precision, "checkpointing": self.checkpointing}
+        return {**opts, "compile": self.compile} if self.compile != "none" else opts
 
 
 @dataclass(frozen=True)
@@ -133,7 +138,7 @@ class GatePlan:
 
     def config_dict(self) -> dict[str, Any]:
         """The shared configuration and measuring options (the JSON's ``config``)."""
-        shared = {k: v for k, v in self.base.run_options().items() if self.new.run_options()[k] == v}
+        shared = {k: v for k, v in self.base.run_options().items() if self.new.run_options().get(k) == v}
         return {
             "scenario": self.scenario,
             "preset": self.preset,
@@ -255,6 +260,7 @@ def plan_gate(
     mode: str | None = None,
     precision: str | None = None,
     checkpointing: str | None = None,
+    compile: str | None = None,
     device: str | None = None,
     threshold: str | float | None = None,
     slices: int = GateOptions.slices,
@@ -267,11 +273,13 @@ def plan_gate(
     """Check every input of a gate (``UsageError`` naming the argument) and resolve the trees.
 
     ``params`` apply to both sides, ``base_params`` / ``new_params`` to one (they win); a key may
-    be a scenario parameter or one of ``mode``, ``precision``, ``checkpointing`` (so
-    ``--new-param checkpointing=full`` measures checkpointing's overhead). Defaults: mode train,
-    precision fp32, checkpointing none, preset default, device as ``dlbench run``'s.
+    be a scenario parameter or one of ``mode``, ``precision``, ``checkpointing``, ``compile`` (so
+    ``--new-param checkpointing=full`` measures checkpointing's overhead, ``--new-param
+    compile=default`` what compiling buys: each worker compiles while it builds, before any slice).
+    Defaults: mode train, precision fp32, checkpointing none, compile none, preset default, device as
+    ``dlbench run``'s.
     """
-    from bench.registry import CHECKPOINTING, MODES, PRECISIONS, get_scenario
+    from bench.registry import CHECKPOINTING, COMPILE_MODES, MODES, PRECISIONS, get_scenario
     from bench.run.grid import config_skip_reason
     from bench.run.plan import check_device, default_device
 
@@ -298,6 +306,7 @@ def plan_gate(
         "mode": _check_choice("--mode", mode or "train", MODES),
         "precision": _check_choice("--precision", precision or "fp32", PRECISIONS),
         "checkpointing": _check_choice("--checkpointing", checkpointing or "none", CHECKPOINTING),
+        "compile": _check_choice("--compile", compile or "none", COMPILE_MODES),
     }
     common = parse_assignments(params, "--param")
     per_side = {
@@ -311,7 +320,7 @@ def plan_gate(
     }
 
     sides: dict[str, Side] = {}
-    choices = {"mode": MODES, "precision": PRECISIONS, "checkpointing": CHECKPOINTING}
+    choices = dict(zip(RUN_KEYS, (MODES, PRECISIONS, CHECKPOINTING, COMPILE_MODES), strict=True))
     for name in SIDES:
         flag = f"--{name}-param"
         merged = {**common, **per_side[name]}
@@ -334,7 +343,13 @@ def plan_gate(
 
         resolved = tuple((f, getattr(cfg, f)) for f in spec.parameters())
         probe = RunConfig(
-            spec.name, run_opts["mode"], run_opts["precision"], run_opts["checkpointing"], dev, resolved
+            spec.name,
+            run_opts["mode"],
+            run_opts["precision"],
+            run_opts["checkpointing"],
+            dev,
+            resolved,
+            compile=run_opts["compile"],
         )
         why = config_skip_reason(spec, probe)
         if why is not None:
@@ -702,6 +717,8 @@ def built_text(side: Mapping[str, Any]) -> str:
     if not b:
         return "-"
     head = f"preset={b.get('preset')} {b.get('mode')} {b.get('precision')} ckpt={b.get('checkpointing')}"
+    if b.get("compile", "none") != "none":
+        head += f" compile={b['compile']}"
     params = " ".join(f"{k}={v}" for k, v in (b.get("params") or {}).items())
     return f"{head} | {params}" if params else head
 

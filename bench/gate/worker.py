@@ -30,8 +30,10 @@ test prints goes to stderr):
 
 ``built`` is the configuration the worker actually built: every scenario parameter after the
 tree's own defaults and preset (``params``), and ``preset``, ``mode``, ``precision``,
-``checkpointing``, ``device``. The driver compares BASE's with NEW's, so a tree that changed a
-default cannot pass as an unchanged configuration.
+``checkpointing``, ``compile``, ``device``. The driver compares BASE's with NEW's, so a tree that
+changed a default cannot pass as an unchanged configuration. A compiled side compiles while it
+builds: the first of its estimating calls is the compilation, which the median leaves out, and the
+driver's warm-up slices follow before any slice is kept.
 
 A slice runs the full step (forward, backward, optimizer: ``PhasedStep.run``) back to back for at
 least ``S`` seconds and at least ``MIN_SLICE_SAMPLES`` samples (so one preempted sample cannot
@@ -203,6 +205,7 @@ def _built(scfg: Any, config: Mapping[str, Any]) -> dict[str, Any]:
         "mode": config["mode"],
         "precision": config["precision"],
         "checkpointing": config.get("checkpointing", "none"),
+        "compile": config.get("compile", "none"),
         "device": config.get("device", "cpu"),
         "params": params,
     }
@@ -240,9 +243,23 @@ def _build(
         seed=int(config.get("seed", 0)),
         channels_last=bool(config.get("channels_last", False)),
     )
-    _, step = build_step(
-        spec, scfg, ctx, precision=config["precision"], checkpointing=config.get("checkpointing", "none")
-    )
+    # compile only when asked: a tree older than --compile has no such keyword and can still be eager
+    compiled = {"compile": config["compile"]} if config.get("compile", "none") != "none" else {}
+    try:
+        _, step = build_step(
+            spec,
+            scfg,
+            ctx,
+            precision=config["precision"],
+            checkpointing=config.get("checkpointing", "none"),
+            **compiled,
+        )
+    except TypeError as exc:
+        if compiled and "compile" in str(exc):
+            raise RuntimeError(
+                f"this tree's build_step takes no compile ({exc}): it predates --compile"
+            ) from None
+        raise
     return step.run, sync, _built(scfg, config)
 
 

@@ -74,6 +74,21 @@ class TimingWindow(Protocol):
     def end(self) -> None: ...
 
 
+class WindowChain:
+    """Several ``TimingWindow`` s as one: begun in the order given, ended in the reverse order."""
+
+    def __init__(self, *windows: TimingWindow | None) -> None:
+        self.windows = [w for w in windows if w is not None]
+
+    def begin(self) -> None:
+        for w in self.windows:
+            w.begin()
+
+    def end(self) -> None:
+        for w in reversed(self.windows):
+            w.end()
+
+
 @dataclass
 class TimingResult:
     """Raw per-call step times (milliseconds) and how they were taken; statistics are computed from them.

@@ -28,15 +28,24 @@ from typing import Any
 from bench.registry import CHILD_ENV_VAR
 
 
-def run_child(request: dict[str, Any], own: Any, *, timeout_s: float) -> Any:
-    """Run ``request`` in a child under ``timeout_s``; its ``ProfileResult``, or ``ProfileError``."""
+def run_child(request: dict[str, Any], own: Any, *, timeout_s: float, compile: str = "none") -> Any:
+    """Run ``request`` in a child under ``timeout_s``; its ``ProfileResult``, or ``ProfileError``.
+
+    A compiled configuration (``compile``) gets a cold inductor cache in the owned folder, as a run's
+    child does (``bench.compiling.inductor_cache_env``)."""
+    from bench.compiling import inductor_cache_env
     from bench.profile.scenario import ProfileError
     from bench.profile.trace import ProfileResult
 
     folder = Path(own.path)
     req, res, log = folder / "profile-request.json", folder / "profile-result.json", folder / "profile.log"
     req.write_text(json.dumps({**request, "parent_pid": os.getpid()}), encoding="utf-8")
-    env = {**own.child_env(), CHILD_ENV_VAR: "1", "PYTHONUNBUFFERED": "1"}
+    env = {
+        **own.child_env(),
+        CHILD_ENV_VAR: "1",
+        "PYTHONUNBUFFERED": "1",
+        **inductor_cache_env(compile, folder),
+    }
     t0 = time.monotonic()
     with log.open("wb") as logf:
         proc = subprocess.Popen(
@@ -105,6 +114,7 @@ def main(argv: list[str] | None = None) -> int:
             mode=request["mode"],
             precision=request["precision"],
             checkpointing=request["checkpointing"],
+            compile=request.get("compile", "none"),
             params=request["params"],
             device=request["device"],
             seed=request["seed"],

@@ -7,7 +7,7 @@
     plan = plan_from_run_options("attention", out_dir="reports/att", preset="tiny", amp=True)
 
 ``plan_profile`` checks everything before any work (nothing is built, nothing is written): the
-scenario, preset, mode, device, the precision / checkpointing combination (``skip_reason``), every
+scenario, preset, mode, device, the precision / checkpointing / compile combination (``skip_reason``), every
 parameter (parsed to the config field's type, range-checked by the config), the profiler schedule
 (each count capped: ``SCHEDULE_LIMITS``) and the output folder (``check_out_dir``: a new or empty
 folder; one that already holds a profile only with ``overwrite``, and then replaced whole; never one
@@ -37,7 +37,9 @@ tables and ``summary.json`` in ``out_dir/rank<r>/``. ``run()`` then returns a
 ``ParallelProfileError`` (one line: which rank, why), with nothing of the job left running.
 
 The build is exactly ``dlbench run``'s: ``bench.workload.build_step`` (seeded build, channels_last,
-checkpointing applied from outside, the precision's autocast) under ``cuda_device_current``.
+checkpointing and torch.compile applied from outside, the precision's autocast) under
+``cuda_device_current``. A compiled configuration runs its first step (the compilation) before the
+profiler starts, so the trace shows compiled steps, not the compiler.
 """
 
 from __future__ import annotations
@@ -74,6 +76,7 @@ PROFILE_RUN_OPTIONS: tuple[str, ...] = (
     "precisions",
     "amp",
     "checkpointing",
+    "compile",
     "params",
     "device",
     "seed",
@@ -135,6 +138,7 @@ class ProfilePlan:
     timeout_s: float = 600.0  # the whole profile, in its child process (or the parallel job)
     isolation: bool = True  # False: profile in this process (no timeout; tests, debugging)
     overwrite: bool = False  # replace a folder that already holds a profile
+    compile: str = "none"  # torch.compile mode (bench.compiling)
 
     @property
     def device(self) -> str:
@@ -146,7 +150,10 @@ class ProfilePlan:
 
     def describe(self) -> str:
         """``attention train amp-bf16 ckpt=none on cpu``: the configuration in one line."""
-        text = f"{self.spec.name} {self.mode} {self.precision} ckpt={self.checkpointing} on {self.device}"
+        text = f"{self.spec.name} {self.mode} {self.precision} ckpt={self.checkpointing}"
+        text += (
+            f" compile={self.compile} on {self.device}" if self.compile != "none" else f" on {self.device}"
+        )
         if self.parallel is not None:
             cfg = self.parallel
             shape = f"{cfg.pipeline_schedule},m={cfg.microbatches}," if cfg.parallel == "pipeline" else ""
@@ -187,8 +194,15 @@ class ProfilePlan:
 
         with cuda_device_current(self.device):
             _, step = build_step(
-                self.spec, self.config, self.ctx, precision=self.precision, checkpointing=self.checkpointing
+                self.spec,
+                self.config,
+                self.ctx,
+                precision=self.precision,
+                checkpointing=self.checkpointing,
+                compile=self.compile,
             )
+            if self.compile != "none":  # compile before the profiler starts: the trace is of compiled steps
+                step.run()
             return profile_step(step, device=self.device, out_dir=out_dir, **self.profile_kw)
 
     def child_request(self, out_dir: Path) -> dict[str, Any]:
@@ -199,6 +213,7 @@ class ProfilePlan:
             "mode": self.mode,
             "precision": self.precision,
             "checkpointing": self.checkpointing,
+            "compile": self.compile,
             "params": dict(self.overrides),
             "device": self.device,
             "seed": self.ctx.seed,
@@ -210,7 +225,7 @@ class ProfilePlan:
     def _run_child(self, out_dir: Path, own: Any) -> ProfileResult:
         from bench.profile.child import run_child
 
-        return run_child(self.child_request(out_dir), own, timeout_s=self.timeout_s)
+        return run_child(self.child_request(out_dir), own, timeout_s=self.timeout_s, compile=self.compile)
 
     def _run_parallel(self, out_dir: Path) -> ParallelProfileResult:
         from bench.run.launch import profile_parallel
@@ -319,6 +334,7 @@ def plan_profile(
     seed: int = 0,
     channels_last: bool = False,
     out_dir: str | os.PathLike[str],
+    compile: str = "none",
     timeout_s: float = 600.0,
     isolation: bool = True,
     overwrite: bool = False,
@@ -346,7 +362,7 @@ def plan_profile(
     if mode in spec.unsupported_modes:
         raise UsageError(f"mode {mode!r}: {spec.unsupported_modes[mode]}")
     device = check_device(device)
-    reason = skip_reason(device, mode, precision, checkpointing)
+    reason = skip_reason(device, mode, precision, checkpointing, compile)
     if reason:
         raise UsageError(reason)
     schedule = {name: profile_kw.get(name, default) for name, default in SCHEDULE_DEFAULTS.items()}
@@ -375,6 +391,7 @@ def plan_profile(
         timeout_s=float(timeout_s),
         isolation=isolation,
         overwrite=overwrite,
+        compile=compile,
     )
 
 
@@ -432,6 +449,7 @@ def plan_from_run_options(
         mode=_one("--mode", req.modes),
         precision=_one("--precision/--amp", precisions),
         checkpointing=_one("--checkpointing", req.checkpointing),
+        compile=_one("--compile", req.compile),
         params=params,
         device=device,
         seed=req.seed,
@@ -467,6 +485,7 @@ def _parallel_plan(plan: ProfilePlan, req: Any, parallel: str) -> ProfilePlan:
             modes=[plan.mode],
             precisions=[plan.precision],
             checkpointing=[plan.checkpointing],
+            compile=[plan.compile],
             axes=axes,
             device=plan.device,
             seed=plan.ctx.seed,

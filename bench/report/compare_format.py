@@ -11,8 +11,8 @@ Everything here reads the comparison's JSON form (``Comparison.to_dict()``), so 
                 "n_base", "n_new", "confidence", "ci_covers", "significant", "regression",
                 "noisy", "verdict_clean", "base_value", "new_value", "base_row_value",
                 "new_row_value", "unit", "memory_ratio", "memory_base_bytes", "memory_new_bytes",
-                "memory_delta_bytes", "flops_ratio", "env_diff", "left_out", "sources", "summary",
-                ...}]}
+                "memory_delta_bytes", "flops_ratio", "env_diff", "left_out", "sources", "compile_time_s",
+                "break_even_steps", "break_even_low", "break_even_high", "summary", ...}]}
 
 ``noisy``: a row the pair is built on was flagged noisy (its verdict is then ``inconclusive`` and
 ``verdict_clean`` says what it would read on clean rows). ``base_value`` is the figure the ratio is
@@ -21,6 +21,9 @@ own figure (the median of the repeats' medians); tables show the second beside t
 they differ. ``env_diff`` lists the environment fields in which this pair's two sides differ.
 ``left_out`` (``--metric energy``): the rows without the metric's figure and why; ``sources``: where
 each side's figures came from (``{"base": ["energy_source=nvml, energy_scope=device, ..."], ...}``).
+A compiled NEW against an eager BASE (``--by compile``) has NEW's ``compile_time_s`` and the steps
+after which compiling pays for it, ``break_even_steps`` with its CI (a number, or ``"never"`` where
+the compiled step is not faster; null elsewhere).
 
 ``ratio`` is always NEW / BASE of the metric (for time, < 1 is faster); an unbounded interval has
 ``ci_high`` null (strict JSON: no ``Infinity``). ``summary`` is the phrase a person reads:
@@ -128,11 +131,37 @@ def _delta(p: Mapping[str, Any], *, exact: bool = True) -> str:
     return f" ({sign}{fmt_bytes(abs(delta))}, {sign}{abs(int(delta)):,} B)"
 
 
+def _steps_text(x: Any) -> str:
+    if x == "never":
+        return "never"
+    v = num(x)
+    return "?" if v is None else f"{v:,.0f}" if v >= 10 else f"{v:.2g}"
+
+
+def compile_phrase(p: Mapping[str, Any]) -> str:
+    """``"compile 81.4 s, pays off after 37 steps [30, 52]"`` (or ``never``) for a compiled vs eager
+    pair; "" for any other pair."""
+    c = num(p.get("compile_time_s"))
+    steps = p.get("break_even_steps")
+    if c is None or steps is None:
+        return ""
+    if steps == "never":
+        return f"compile {c:.3g} s, never pays off (the compiled step is not faster)"
+    text = f"compile {c:.3g} s, pays off after {_steps_text(steps)} steps"
+    lo, hi = p.get("break_even_low"), p.get("break_even_high")
+    if lo is not None and hi is not None:
+        text += f" [{_steps_text(lo)}, {_steps_text(hi)}]"
+    return text
+
+
 def pair_summary(p: Mapping[str, Any], metric: str) -> str:
-    """What a person reads for a pair: the change with its CI, then peak memory (exact)."""
+    """What a person reads for a pair: the change with its CI, then peak memory (exact), then for a
+    compiled pair the compile time and its break-even."""
     if p.get("verdict") in ("new", "missing", "failed") or num(p.get("ratio")) is None:
         return str(p.get("reason") or p.get("verdict") or "")
     text = change_phrase(p, metric)
+    if compile_phrase(p):
+        text += f"; {compile_phrase(p)}"
     mem = num(p.get("memory_ratio"))
     if metric != "memory" and mem is not None:
         text += f", peak memory x{fmt_factor(mem)}"
@@ -191,6 +220,8 @@ def display_rows(comparison: Any) -> list[dict[str, str]]:
         change = change_phrase(p, metric) if not absent else ""
         if not change:  # new, missing, failed, or no figure to compare: say why
             change = str(p.get("reason") or "")
+        elif compile_phrase(p):
+            change += f"; {compile_phrase(p)}"
         if p.get("env_diff"):
             change += " [env differs: " + ", ".join(str(e.get("field")) for e in p["env_diff"]) + "]"
         rows.append(

@@ -29,6 +29,7 @@ CONFIG_COLUMNS: tuple[str, ...] = (
     "mode",
     "precision",
     "checkpointing",
+    "compile",
     "parallel",
     "world_size",
     "batch_size",

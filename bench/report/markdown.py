@@ -52,8 +52,8 @@ class SummaryTable:
 
 
 def _varying_params(df: Any) -> list[str]:
-    """Parameter columns (and batch_size) whose value differs between rows of the file."""
-    cols = ["batch_size"] + [c for c in df.columns if c.startswith(PARAM_PREFIX)]
+    """Parameter columns (and batch_size, compile) whose value differs between rows of the file."""
+    cols = ["compile", "batch_size"] + [c for c in df.columns if c.startswith(PARAM_PREFIX)]
     return [c for c in cols if c in df.columns and df[c].astype(str).nunique() > 1]
 
 

@@ -28,6 +28,7 @@ from matplotlib.figure import Figure
 from bench.report.figures_budget import budget_figure, has_budget_rows
 from bench.report.figures_common import DPI, Skipped
 from bench.report.figures_compare import forest_figure
+from bench.report.figures_compile import compile_figure
 from bench.report.figures_efficiency import mfu_figure, scaling_figure
 from bench.report.figures_energy import energy_figure
 from bench.report.figures_memory import checkpointing_figure, memory_figure
@@ -94,6 +95,15 @@ FIGURES: tuple[FigureSpec, ...] = (
         "energy_source and energy_scope (the legend names the devices summed). RAPL (cpu-package) counts "
         "the whole CPU package: other processes too. Rows without a figure are left out, never drawn as 0.",
         energy_figure,
+    ),
+    FigureSpec(
+        "compile",
+        "What torch.compile buys, and when it pays off",
+        "each compiled row against the compile=none row of the same configuration: eager time / compiled "
+        "time (bars: from both 95% CIs), compile_time_s (what compiling adds to the first step), and the "
+        "break-even step count compile_time_s / (eager step - compiled step); never where the compiled "
+        "step is not faster.",
+        compile_figure,
     ),
 )
 

@@ -205,7 +205,9 @@ def _key_text(key: tuple[tuple[str, str], ...]) -> str:
     return "|".join(f"{k}={v}" for k, v in key)
 
 
-_LABEL_ORDER = ("scenario", "mode", "precision", "checkpointing", "parallel", "world_size", "device")
+_LABEL_ORDER = (
+    "scenario", "mode", "precision", "checkpointing", "compile", "parallel", "world_size", "device",
+)  # fmt: skip
 _ALWAYS = ("scenario", "mode", "precision", "benchmark")
 
 

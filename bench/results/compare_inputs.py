@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.results.compare_spec import (
+    COMPILE_TIME_COLUMN,
     CONFIG_FIELDS,
     ENV_FIELDS,
     FLOPS_COLUMN,
@@ -168,7 +169,8 @@ def _processes_of(row: Mapping[str, str], rec: Mapping[str, Any] | None) -> tupl
     )
 
 
-_FIGURE_COLUMNS = tuple(dict.fromkeys([*(m.column for m in METRIC_LIST), FLOPS_COLUMN]))
+# the figures a Result keeps: each metric's, the FLOPs, and torch.compile's cold start (the break-even)
+_FIGURE_COLUMNS = tuple(dict.fromkeys([*(m.column for m in METRIC_LIST), FLOPS_COLUMN, COMPILE_TIME_COLUMN]))
 _UNIT_COLUMNS = tuple(m.unit_column for m in METRIC_LIST if m.unit_column)
 _ROW_METRICS = tuple(m for m in METRIC_LIST if m.kind == "row")
 _ROW_COLUMNS = tuple(m.column for m in _ROW_METRICS)
@@ -234,7 +236,10 @@ def results_of_benchmarks(bf: BenchmarkFile) -> list[Result]:
         block = b.dlbench
         env: dict[str, str] = {}
         if block is not None and isinstance(block.get("config"), Mapping):
-            config = {str(k): norm(v) for k, v in block["config"].items()}
+            # a field the block does not name (written before it existed) reads as its empty value,
+            # as in a CSV: compile none, parallel none, ...
+            config = {f.name: f.empty for f in CONFIG_FIELDS if f.empty}
+            config.update({str(k): norm(v) for k, v in block["config"].items()})
             raw_env = block.get("env")
             if isinstance(raw_env, Mapping):
                 env = {k: norm(v) for k, v in raw_env.items() if k in ENV_FIELDS and norm(v)}

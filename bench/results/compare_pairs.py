@@ -19,6 +19,13 @@ clean rows would have read. The pair also carries each side's environment where 
 (``env_diff``) and the CSV's own figure of the metric (``base_row_value``) beside the figure the
 ratio is built from (``base_value``: per-process, e.g. the geometric mean of ``--repeat`` medians).
 
+A compiled row against an eager one (``--by compile``: NEW has ``compile_time_s``, BASE has none)
+also gets the **break-even step count**, ``compile_time_s / (eager step - compiled step)``: the steps
+after which compiling has paid for its cold start (``break_even_steps``; infinite, "never", where the
+compiled step is not faster). With a time ratio ``r`` = compiled / eager and its CI ``[lo, hi]``, the
+saved time per step is ``eager x (1 - r)``, so the CI of the break-even is
+``[C / (eager x (1 - lo)), C / (eager x (1 - hi))]`` (never where ``hi`` >= 1).
+
 Torch-free, rich-free.
 """
 
@@ -31,7 +38,14 @@ from typing import Any
 
 from bench.results.compare_inputs import Process, Result
 from bench.results.compare_rows import estimate_rows, row_notes
-from bench.results.compare_spec import ENV_FIELDS, FLOPS_COLUMN, MEMORY_COLUMN, METRICS_BY_NAME, Metric
+from bench.results.compare_spec import (
+    COMPILE_TIME_COLUMN,
+    ENV_FIELDS,
+    FLOPS_COLUMN,
+    MEMORY_COLUMN,
+    METRICS_BY_NAME,
+    Metric,
+)
 from bench.results.schema import FAILED_STATUSES
 from bench.stats.compare import RatioEstimate, exact_ratio, ratio_from_repeats, ratio_from_samples, verdict
 from bench.stats.estimate import unbounded
@@ -108,6 +122,11 @@ class Pair:
     env_diff: list[dict[str, Any]] = field(default_factory=list)  # [{"field", "base", "new"}]
     left_out: list[str] = field(default_factory=list)  # rows without the metric's figure, and why
     sources: dict[str, list[str]] = field(default_factory=dict)  # {"base": [...], "new": [...]}: where from
+    # a compiled NEW against an eager BASE: NEW's cold start, and the steps until it pays off
+    compile_time_s: float | None = None
+    break_even_steps: float | None = None  # math.inf: never (the compiled step is not faster)
+    break_even_low: float | None = None
+    break_even_high: float | None = None
 
     @property
     def memory_ratio(self) -> float | None:
@@ -173,8 +192,26 @@ class Pair:
             "reason": self.reason,
             "note": self.note or (self.estimate.note if self.estimate is not None else ""),
             "config": dict(self.config),
+            "compile_time_s": self.compile_time_s,
+            "break_even_steps": _steps(self.break_even_steps),
+            "break_even_low": _steps(self.break_even_low),
+            "break_even_high": _steps(self.break_even_high),
         }
         return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in d.items()}
+
+
+def _steps(x: float | None) -> float | str | None:
+    """A break-even step count for JSON: the number, ``"never"`` for infinity, None for none."""
+    if x is None:
+        return None
+    return "never" if math.isinf(x) else x
+
+
+def break_even_steps(compile_time_s: float, eager_ms: float, ratio: float) -> float:
+    """``compile_time_s / (eager step - compiled step)`` with ``ratio`` = compiled / eager step time;
+    ``math.inf`` where the compiled step is not faster (compiling never pays for itself)."""
+    saved_s = eager_ms / 1e3 * (1.0 - ratio)
+    return compile_time_s / saved_s if saved_s > 0 else math.inf
 
 
 def _figures(group: Group, metric: Metric) -> tuple[list[float], list[list[float] | None], str]:
@@ -327,6 +364,7 @@ def make_pair(
     pair.flops_base = base.first(lambda r: r.figures.get(FLOPS_COLUMN))
     pair.flops_new = new.first(lambda r: r.figures.get(FLOPS_COLUMN))
     pair.env_diff = env_diff(base, new)
+    _set_break_even(pair, base, new, est if spec.kind == "time" else None)
     if est is None:
         pair.verdict = "inconclusive"
         pair.reason = pe.note
@@ -337,6 +375,30 @@ def make_pair(
         pair.verdict_clean, pair.verdict = pair.verdict, "inconclusive"
         pair.reason = _noisy_note(base, new, pair.verdict_clean)
     return pair
+
+
+def _set_break_even(pair: Pair, base: Group, new: Group, est: RatioEstimate | None) -> None:
+    """The break-even of a compiled NEW against an eager BASE (see the module docstring); else nothing.
+
+    The ratio and its CI are the time estimate's where the metric is time, else the rows' medians'.
+    """
+    compile_s = new.first(lambda r: r.figures.get(COMPILE_TIME_COLUMN))
+    if compile_s is None or base.first(lambda r: r.figures.get(COMPILE_TIME_COLUMN)) is not None:
+        return
+    eager_ms, compiled_ms = base.first(lambda r: r.median_ms), new.first(lambda r: r.median_ms)
+    if not eager_ms or compiled_ms is None:
+        return
+    pair.compile_time_s = compile_s
+    if est is not None and est.ratio > 0:
+        eager_ms = pair.base_value or eager_ms  # the figure the ratio is built from
+        pair.break_even_steps = break_even_steps(compile_s, eager_ms, est.ratio)
+        # an unbounded CI (one sample a side) still bounds it from below: (0, inf) -> [C / eager, never]
+        if math.isfinite(est.ci_low) and est.ci_low >= 0:
+            pair.break_even_low = break_even_steps(compile_s, eager_ms, est.ci_low)
+            high = est.ci_high if math.isfinite(est.ci_high) else 1.0
+            pair.break_even_high = break_even_steps(compile_s, eager_ms, high)
+        return
+    pair.break_even_steps = break_even_steps(compile_s, eager_ms, compiled_ms / eager_ms)
 
 
 def _status(group: Group | None) -> str:

@@ -44,6 +44,7 @@ CONFIG_FIELDS: tuple[ConfigField, ...] = (
     ConfigField("mode", bare=True),
     ConfigField("precision", by_base="fp32", bare=True),
     ConfigField("checkpointing", by_base="none"),
+    ConfigField("compile", empty="none", by_base="none"),
     ConfigField("parallel", empty="none", by_base="none"),
     ConfigField("world_size", empty="1"),
     ConfigField("device", bare=True),
@@ -132,10 +133,12 @@ METRICS: tuple[str, ...] = tuple(METRICS_BY_NAME)
 HIGHER_IS_BETTER: dict[str, bool] = {m.name: m.higher_is_better for m in METRIC_LIST}
 MEMORY_COLUMN = METRICS_BY_NAME["memory"].column
 FLOPS_COLUMN = "flops_per_step"
+COMPILE_TIME_COLUMN = "compile_time_s"  # torch.compile's cold start: a compiled pair's break-even
 VERDICTS: tuple[str, ...] = ("faster", "slower", "same", "inconclusive", "new", "missing", "failed")
 
 __all__ = [
     "BARE_FIELDS",
+    "COMPILE_TIME_COLUMN",
     "CONFIG_FIELDS",
     "DEFAULT_BASE",
     "ENV_FIELDS",

@@ -107,6 +107,12 @@ CORE_COLUMNS: tuple[str, ...] = (
     "energy_scope",
     "energy_devices",
     "energy_window_s",
+    # torch.compile (bench.compiling): the mode, and torch's own counters (bench.harness.compile_stats)
+    "compile",
+    "compile_time_s",
+    "graph_breaks",
+    "unique_graphs",
+    "recompiles",
     # dlbench budget (bench.budget): the memory budget, the largest batch found to fit it, the probes
     "budget_bytes",
     "max_batch",
@@ -134,11 +140,12 @@ _STR = ("run_id", "timestamp", "scenario", "mode", "precision", "checkpointing",
         "device_name", "torch_version", "git_commit", "status", "reason", "throughput_unit", "stop_reason",
         "preset", "mem_method", "config_key", "python_version", "os", "hostname", "cpu_model",
         "cuda_version", "cudnn_version", "gpu_driver", "ci_covers", "pipeline_schedule", "energy_source",
-        "energy_scope", "energy_devices")  # fmt: skip
+        "energy_scope", "energy_devices", "compile")  # fmt: skip
 _BOOL = ("noisy", "channels_last", "allow_tf32")
 _INT = ("schema_version", "world_size", "batch_size", "n_samples", "flops_per_step", "items_per_step", "seed",
         "cpu_count", "threads", "gpu_count", "gpu_clock_sm_mhz", "gpu_clock_mem_mhz", "repeats", "nnodes",
-        "microbatches", "comm_bytes_per_step", "max_batch", "probes")  # fmt: skip
+        "microbatches", "comm_bytes_per_step", "graph_breaks", "unique_graphs", "recompiles", "max_batch",
+        "probes")  # fmt: skip
 
 # Type of every core and environment column: "str", "int" (bytes, FLOPs, counts), "float", "bool",
 # or "json" (an object). Parameter columns take the type of their config field.
@@ -210,8 +217,13 @@ MEASUREMENT_GETTERS: dict[str, Callable[[Any], Any]] = {
     "time_ci_high_ms": lambda m: m.timing.ci_high_ms,
     "time_iqr_ms": lambda m: m.timing.iqr_ms,
     "time_cv": lambda m: m.timing.cv,
-    # noisy: the timing's own criteria, or the noise sentinel saw a busy machine (Measurement.machine_busy)
-    "noisy": lambda m: bool(m.timing.noisy) or bool(getattr(m, "machine_busy", False)),
+    # noisy: the timing's own criteria, the noise sentinel saw a busy machine (Measurement.machine_busy),
+    # or torch.compile compiled during the timed steps (a recompile: the step time includes compiling)
+    "noisy": lambda m: (
+        bool(m.timing.noisy)
+        or bool(getattr(m, "machine_busy", False))
+        or bool(getattr(getattr(m, "compile", None), "timed_compiles", 0))
+    ),
     # which noise the row's CI covers: one process (R=1) or the spread between R processes
     "ci_covers": lambda m: getattr(m.timing, "ci_covers", "within-process"),
     "noise_other_cpu_pct": lambda m: getattr(m, "noise_other_cpu_pct", None),
@@ -245,6 +257,15 @@ def _energy_getter(col: str) -> Callable[[Any], Any]:
 
     return get
 
+
+def _compile_getter(col: str) -> Callable[[Any], Any]:
+    """A compile column from ``m.compile`` (``bench.harness.compile_stats.CompileResult``); empty for an
+    eager row."""
+    return lambda m: getattr(getattr(m, "compile", None), col, None)
+
+
+_COMPILE_COLUMNS = ("compile_time_s", "graph_breaks", "unique_graphs", "recompiles")
+MEASUREMENT_GETTERS.update({c: _compile_getter(c) for c in _COMPILE_COLUMNS})
 
 _ENERGY_COLUMNS = ("energy_j_per_step", "energy_j_per_item", "avg_power_w", "energy_source", "energy_scope",
                    "energy_devices", "energy_window_s")  # fmt: skip
@@ -294,6 +315,7 @@ def config_key(
     nnodes: int = 1,
     microbatches: int = 0,
     pipeline_schedule: str = "",
+    compile: str = "none",
 ) -> str:
     """Identity of a configuration for ``--resume``: what was measured, not how long or when.
 
@@ -301,11 +323,15 @@ def config_key(
     The seed is part of it (a run with another ``--seed`` builds other weights and data). A parallel
     configuration appends its strategy and shape (``|par=ddp|ws=2``; ``|nn=2`` across nodes;
     ``|mb=4|sched=1f1b`` for a pipeline), so ``parallel == "none"`` keeps the key it always had and
-    ``baseline_key`` finds the single-process row a parallel row is compared with.
+    ``baseline_key`` finds the single-process row a parallel row is compared with. A compiled
+    configuration appends its mode before that (``|compile=default``), so an eager key is unchanged
+    and a compiled parallel row's baseline is the compiled single-process row.
     """
     p = ",".join(f"{k}={_key_value(params[k])}" for k in sorted(params))
     cl = "true" if channels_last else "false"
     key = f"{scenario}|{mode}|{precision}|{checkpointing}|{device}|cl={cl}|seed={int(seed)}|{p}"
+    if compile != "none":
+        key += f"|compile={compile}"
     if parallel != "none":
         key += f"{_PAR_MARK}{parallel}|ws={int(world_size)}"
         if nnodes > 1:
@@ -393,6 +419,7 @@ def build_row(
         "mode": cfg.mode,
         "precision": cfg.precision,
         "checkpointing": cfg.checkpointing,
+        "compile": getattr(cfg, "compile", "none"),
         "parallel": getattr(cfg, "parallel", "none"),
         "world_size": getattr(cfg, "world_size", 1),
         "nnodes": getattr(cfg, "nnodes", 1),
@@ -460,6 +487,9 @@ def samples_record(row: Mapping[str, Any], outcome: Any) -> dict[str, Any]:
     energy = getattr(m, "energy", None)
     if energy is not None:  # the figures with their readings, or the reason the cells are empty
         record["energy"] = energy.to_dict()
+    comp = getattr(m, "compile", None)
+    if comp is not None:  # torch.compile: graph-break and recompile reasons, what was compiled, the cache
+        record["compile"] = comp.to_dict()
     if getattr(outcome, "repeats", None):
         record["repeats"] = list(outcome.repeats)
     if getattr(m, "ranks", None):  # a parallel row: every rank's own figures (bench.run.launch)

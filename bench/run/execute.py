@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import results
+from bench.compiling import inductor_cache_env
 from bench.registry import CHILD_ENV_VAR, ScenarioSpec
 from bench.results.schema import baseline_key, scaling_efficiency
 from bench.run.grid import RunConfig, config_skip_reason
@@ -104,7 +105,12 @@ def run_in_child(
             "task": task,
         }
         req.write_text(json.dumps(request, default=str), encoding="utf-8")
-        env = {**own.child_env(), CHILD_ENV_VAR: "1", "PYTHONUNBUFFERED": "1"}
+        env = {
+            **own.child_env(),
+            CHILD_ENV_VAR: "1",
+            "PYTHONUNBUFFERED": "1",
+            **inductor_cache_env(cfg.compile, tmp),  # a compiled configuration: a cold inductor cache
+        }
         with log.open("wb") as logf:
             proc = subprocess.Popen(
                 [sys.executable, "-m", "bench.run.child", str(req), str(res)],
@@ -351,6 +357,7 @@ def repeat_record(k: int, outcome: Outcome) -> dict[str, Any]:
         "noise_steal_pct": m.noise_steal_pct,
         "elapsed_s": round(outcome.elapsed_s, 3),
         **repeat_energy(getattr(m, "energy", None)),
+        **({"compile_time_s": m.compile.compile_time_s} if getattr(m, "compile", None) is not None else {}),
     }
 
 
@@ -485,6 +492,10 @@ class RepeatedTiming:
         }
 
 
+# per-process "noisy:" notes a repeated row keeps: a busy machine, a compilation during the timed steps
+_KEPT_NOISY = ("noisy: machine busy", "noisy: torch.compile")
+
+
 def _repeat_notes(measurements: Sequence[Any]) -> list[str]:
     """The repeats' notes for the row's reason: a note every repeat has once, others per repeat.
 
@@ -493,8 +504,7 @@ def _repeat_notes(measurements: Sequence[Any]) -> list[str]:
     """
     n_rep = len(measurements)
     per = [
-        [n for n in m.notes if not n.startswith("noisy: ") or n.startswith("noisy: machine busy")]
-        for m in measurements
+        [n for n in m.notes if not n.startswith("noisy: ") or n.startswith(_KEPT_NOISY)] for m in measurements
     ]
     out: list[str] = []
     for k, notes in enumerate(per):
@@ -514,8 +524,10 @@ def aggregate_repeats(outcomes: Sequence[Outcome], *, covers: str, options: RunR
     (deterministic, the same in every process), as are a parallel job's own figures (the
     measurement keeps its type); achieved TFLOP/s and MFU from the row's median; the noise
     figures: the largest over the repeats (the worst window); energy: the median of the repeats'
-    figures (``bench.harness.energy.combine_repeats``). ``elapsed_s``: the sum.
+    figures (``bench.harness.energy.combine_repeats``); torch.compile's cold start: the median of the
+    repeats' (``bench.harness.compile_stats.combine_repeats``). ``elapsed_s``: the sum.
     """
+    from bench.harness.compile_stats import combine_repeats as combine_compile
     from bench.harness.energy import combine_repeats
 
     ms = [o.measurement for o in outcomes]
@@ -539,6 +551,7 @@ def aggregate_repeats(outcomes: Sequence[Outcome], *, covers: str, options: RunR
         noise_other_cpu_pct=max(others) if others else None,
         noise_steal_pct=max(steals) if steals else None,
         energy=combine_repeats([getattr(x, "energy", None) for x in ms]),
+        compile=combine_compile([getattr(x, "compile", None) for x in ms]),
     )
     job_tp = getattr(first, "job_throughput", None)
     if job_tp and first.timing.median_ms > 0 and median_s > 0:

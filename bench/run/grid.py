@@ -1,9 +1,10 @@
 """The grid: every combination of the run's axes as a ``RunConfig``, validated before any work.
 
-``expand_grid`` turns axes (modes x precisions x checkpointing x scenario parameters x parallel
-strategies) into ``RunConfig`` s; the order is parameters outermost, then mode, precision,
-checkpointing, and the parallel strategy innermost (so each ``none`` row, the baseline of
-``scaling_efficiency``, comes just before the parallel rows of the same configuration). A scenario
+``expand_grid`` turns axes (modes x precisions x checkpointing x compile modes x scenario parameters
+x parallel strategies) into ``RunConfig`` s; the order is parameters outermost, then mode, precision,
+checkpointing, compile (so each compiled row follows its eager twin), and the parallel strategy
+innermost (so each ``none`` row, the baseline of ``scaling_efficiency``, comes just before the
+parallel rows of the same configuration). A scenario
 field named ``channels_last`` set to true and ``--channels-last`` are folded together (both true
 when either is). Each point builds its scenario config, so a value a builder would reject fails
 here (``ValueError``), in the parent.
@@ -39,6 +40,7 @@ class RunConfig:
     nnodes: int = 1
     microbatches: int = 0  # pipelines only (resolved, never 0 there)
     pipeline_schedule: str = ""  # pipelines only: gpipe | 1f1b
+    compile: str = "none"  # torch.compile mode (bench.compiling), "none" for eager
 
     @property
     def params_dict(self) -> dict[str, Any]:
@@ -61,6 +63,7 @@ class RunConfig:
             nnodes=self.nnodes,
             microbatches=self.microbatches,
             pipeline_schedule=self.pipeline_schedule,
+            compile=self.compile,
         )
 
     @property
@@ -73,6 +76,8 @@ class RunConfig:
         parts = [self.mode, self.precision]
         if self.checkpointing != "none":
             parts.append(f"ckpt={self.checkpointing}")
+        if self.compile != "none":
+            parts.append(f"compile={self.compile}")
         p = self.params_dict
         for name in varying if varying is not None else ():
             if name in p:
@@ -101,6 +106,7 @@ class RunConfig:
             nnodes=int(d.get("nnodes", 1)),
             microbatches=int(d.get("microbatches", 0)),
             pipeline_schedule=d.get("pipeline_schedule", ""),
+            compile=d.get("compile", "none"),
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -119,6 +125,7 @@ class RunConfig:
             "nnodes": self.nnodes,
             "microbatches": self.microbatches,
             "pipeline_schedule": self.pipeline_schedule,
+            "compile": self.compile,
         }
 
 
@@ -138,6 +145,7 @@ def expand_grid(
     nnodes: int = 1,
     microbatches: int = 0,
     pipeline_schedule: Sequence[str] = ("gpipe",),
+    compile: Sequence[str] = ("none",),
 ) -> list[RunConfig]:
     """Every combination of the axes, each validated by building its config (ValueError if bad).
 
@@ -160,7 +168,7 @@ def expand_grid(
                 (f, True if f == "channels_last" and isinstance(v, bool) else v) for f, v in params
             )
         batch = dict(params).get("batch_size")
-        for mode, precision, ckpt in itertools.product(modes, precisions, checkpointing):
+        for mode, precision, ckpt, comp in itertools.product(modes, precisions, checkpointing, compile):
             for shape in _parallel_shapes(parallel, nproc, nnodes, microbatches, pipeline_schedule, batch):
                 rc = RunConfig(
                     scenario=spec.name,
@@ -172,6 +180,7 @@ def expand_grid(
                     preset=preset,
                     seed=seed,
                     channels_last=cl,
+                    compile=comp,
                     **shape,
                 )
                 if rc.key not in seen:
@@ -235,7 +244,7 @@ def config_skip_reason(spec: ScenarioSpec, cfg: RunConfig) -> str | None:
         return f"scenario {spec.name!r} has no mode {cfg.mode!r} (its modes: {list(spec.modes)})"
     if cfg.mode in spec.unsupported_modes:
         return spec.unsupported_modes[cfg.mode]
-    reason = skip_reason(cfg.device, cfg.mode, cfg.precision, cfg.checkpointing)
+    reason = skip_reason(cfg.device, cfg.mode, cfg.precision, cfg.checkpointing, cfg.compile)
     if reason is None and cfg.parallel != "none":
         reason = parallel_skip_reason(cfg)
     return reason
@@ -262,6 +271,12 @@ def parallel_skip_reason(cfg: RunConfig) -> str | None:
     if p == "dp":
         if not is_cuda:
             return "dp (nn.DataParallel) needs >= 2 CUDA devices in one process; the device is cpu"
+        if cfg.compile != "none":
+            return (
+                "dp (nn.DataParallel) with compile: DataParallel copies the model to every GPU on each "
+                "forward, and a copy of a module compiled in place calls the original's compiled code; "
+                "use ddp"
+            )
         if cfg.nnodes > 1:
             return "dp (nn.DataParallel) is one process on one node; use ddp or fsdp across nodes"
         n = _cuda_device_count()
@@ -286,8 +301,11 @@ def parallel_skip_reason(cfg: RunConfig) -> str | None:
     return None
 
 
-def skip_reason(device: str, mode: str, precision: str, checkpointing: str) -> str | None:
+def skip_reason(
+    device: str, mode: str, precision: str, checkpointing: str, compile: str = "none"
+) -> str | None:
     """Why this combination cannot run here, or None. Checked before any child process starts."""
+    from bench.compiling import compile_skip_reason
     from bench.registry import CHECKPOINTING, PRECISIONS
 
     if precision not in PRECISIONS:
@@ -298,4 +316,4 @@ def skip_reason(device: str, mode: str, precision: str, checkpointing: str) -> s
         return "amp-fp16 needs a CUDA device (fp16 autocast with GradScaler is GPU-only); use amp-bf16 on CPU"
     if checkpointing != "none" and mode != "train":
         return "activation checkpointing only changes training (it recomputes activations in backward)"
-    return None
+    return compile_skip_reason(device, compile)

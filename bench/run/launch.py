@@ -80,6 +80,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bench.compiling import inductor_cache_env
 from bench.registry import CHILD_ENV_VAR
 from bench.run.execute import Outcome
 from bench.run.grid import RunConfig
@@ -356,6 +357,8 @@ def _phases(outdir: Path, world_size: int) -> str:
 
 def merge_ranks(cfg: RunConfig, ranks: list[dict[str, Any]]) -> ParallelMeasurement:
     """One ``ParallelMeasurement`` from the ok figures of every rank (see the module docstring)."""
+    from bench.harness.compile_stats import CompileResult
+    from bench.harness.compile_stats import combine_ranks as combine_compile
     from bench.harness.energy import EnergyResult
     from bench.harness.energy import merge_ranks as merge_energy
     from bench.harness.memory import MemoryResult
@@ -425,6 +428,7 @@ def merge_ranks(cfg: RunConfig, ranks: list[dict[str, Any]]) -> ParallelMeasurem
     if energy.status == "failed":
         notes.append(energy.reason)
     m = ParallelMeasurement(
+        compile=combine_compile([CompileResult.from_dict(r.get("compile")) for r in ranks]),
         timing=timing,
         memory=memory,
         items_per_step=int(r_slow["items_per_step"]),
@@ -610,7 +614,9 @@ def _run_job(
             argv += ["--tmpdir", str(tmp / "tmp")]
             if any(a.startswith("--local-addr=") for a in args):
                 argv.append("--loopback")
-            job = _Job([*argv, "--", *args], own.child_env(job_env(cfg, options)), log)
+            # a compiled configuration's ranks share one cold inductor cache in the job's folder
+            env = {**job_env(cfg, options), **inductor_cache_env(cfg.compile, tmp)}
+            job = _Job([*argv, "--", *args], own.child_env(env), log)
             try:
                 rc = job.wait(max(0.0, deadline - time.perf_counter()))
             except BaseException:  # Ctrl-C, SIGTERM: never leave the job behind

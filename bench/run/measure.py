@@ -9,6 +9,15 @@
               params / grads / optimizer state / activations split, after the timing pass.
 3. FLOPs   -- ``bench.harness.flops.count_flops(step)``: one step under ``FlopCounterMode``.
 
+A compiled configuration (``RunConfig.compile``) first runs its cold start: the step's first call,
+timed apart (``compile_time_s`` is it less one compiled step), then the timing pass as above, while a
+``bench.harness.compile_stats.CompileWatch`` reads torch's counters (graph breaks, graphs,
+recompiles; a compilation during the timed steps flags the row ``noisy``). torch.compile does not
+run under a ``TorchDispatchMode`` (dynamo skips the frame and runs it eagerly), and MemTracker and
+FlopCounterMode are such modes: the memory and FLOP passes of a compiled row therefore measure the
+same step run eagerly. The FLOPs are the model's either way; the memory is the eager step's, and
+``mem_method`` says so (``mem_tracker:eager``).
+
 Then the derived figures: throughput = items_per_step / median seconds (``<unit>/s``), achieved
 TFLOP/s = FLOPs / median seconds / 1e12, MFU against the peak measured on the spot by a large
 matmul in the run's precision (``measured_peak_tflops``, cached per machine) and against a dense
@@ -57,6 +66,8 @@ class Measurement:
     noise_steal_pct: float | None = None
     # energy over the timing window (bench.harness.energy.EnergyResult); None: not measured
     energy: Any | None = None
+    # torch.compile's cost and counters (bench.harness.compile_stats.CompileResult); None: eager
+    compile: Any | None = None
 
     @property
     def machine_busy(self) -> bool:
@@ -70,10 +81,12 @@ class Measurement:
         d["timing"] = self.timing.to_dict()
         d["memory"] = self.memory.to_dict() if self.memory is not None else None
         d["energy"] = self.energy.to_dict() if self.energy is not None else None
+        d["compile"] = self.compile.to_dict() if self.compile is not None else None
         return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Measurement:
+        from bench.harness.compile_stats import CompileResult
         from bench.harness.energy import EnergyResult
         from bench.harness.memory import MemoryResult
         from bench.harness.timing import TimingResult
@@ -82,6 +95,7 @@ class Measurement:
         kw["timing"] = TimingResult.from_dict(d["timing"])
         kw["memory"] = MemoryResult(**d["memory"]) if d.get("memory") else None
         kw["energy"] = EnergyResult.from_dict(d.get("energy"))
+        kw["compile"] = CompileResult.from_dict(d.get("compile"))
         return cls(**kw)
 
 
@@ -129,7 +143,7 @@ def _measure(cfg: RunConfig, req: RunRequest, device_name: str | None) -> Measur
     from bench.harness.flops import count_flops
     from bench.harness.memory import measure_memory
     from bench.harness.noise import NoiseMonitor
-    from bench.harness.timing import time_step
+    from bench.harness.timing import WindowChain, time_step
     from bench.workload import build_step
 
     spec = get_scenario(cfg.scenario)
@@ -137,10 +151,14 @@ def _measure(cfg: RunConfig, req: RunRequest, device_name: str | None) -> Measur
     ctx = BuildContext(device=cfg.device, mode=cfg.mode, seed=cfg.seed, channels_last=cfg.channels_last)
     # the meter first: Zeus's helper processes (RAPL's wrap-around tracker) start while the model builds
     with EnergyMeter([cfg.device]) as meter:
-        workload, step = build_step(spec, scfg, ctx, precision=cfg.precision, checkpointing=cfg.checkpointing)
+        workload, step = build_step(
+            spec, scfg, ctx, precision=cfg.precision, checkpointing=cfg.checkpointing, compile=cfg.compile
+        )
+        # 0. a compiled step's cold start: its first call compiles (timed apart from the steps)
+        watch = compile_cold_start(step, cfg, workload.extra.get("compiled", ""))
 
         # 1. timing: the bare step, nothing attached; the noise sentinel reads /proc around it, the
-        # energy meter brackets exactly the timed steps
+        # energy meter brackets exactly the timed steps (and the compile watch sees what compiles then)
         with NoiseMonitor() as noise:
             timing = time_step(
                 step,
@@ -151,8 +169,12 @@ def _measure(cfg: RunConfig, req: RunRequest, device_name: str | None) -> Measur
                 target_rel_ci=req.target_rel_ci,
                 max_time_s=req.max_time_s,
                 min_time_s=meter.min_time_s(req.max_time_s),
-                window=meter,
+                window=WindowChain(watch, meter),
             )
+    compiled = None
+    if watch is not None:
+        watch.stop()
+        compiled = watch.result(step_s=timing.median_ms / 1e3)
     energy = meter.result(steps=timing.n * timing.calls_per_sample, items_per_step=workload.items_per_step)
     notes: list[str] = []
     if energy.status == "failed":  # this row's window gave no figure (no counter at all: sidecar only)
@@ -161,11 +183,15 @@ def _measure(cfg: RunConfig, req: RunRequest, device_name: str | None) -> Measur
         notes.append(f"noisy: {'; '.join(timing.noisy_reasons)} (stopped by {timing.stop_reason})")
     if noise.figures.busy:
         notes.append(f"noisy: {noise.figures.reason()}")
+    if compiled is not None and compiled.noisy_reason:
+        notes.append(compiled.noisy_reason)
 
     # 2. memory: a separate pass, after timing
     memory = None
     try:
         memory = measure_memory(step, device=cfg.device, warm=True)
+        if compiled is not None:  # dynamo does not run under MemTracker's dispatch mode: eager figures
+            memory.method += ":eager"
     except Exception as exc:  # the timing is still valid; say why memory is missing
         notes.append(f"memory pass failed: {type(exc).__name__}: {exc}")
 
@@ -187,9 +213,29 @@ def _measure(cfg: RunConfig, req: RunRequest, device_name: str | None) -> Measur
         noise_other_cpu_pct=noise.figures.other_cpu_pct,
         noise_steal_pct=noise.figures.steal_pct,
         energy=energy,
+        compile=compiled,
     )
     _set_mfu(m, timing.median_ms / 1e3, cfg.device, cfg.precision, device_name)
     return m
+
+
+def compile_cold_start(step: Any, cfg: RunConfig, compiled: str) -> Any:
+    """For a compiled configuration, a ``CompileWatch`` that has run and timed the step's first call
+    (its cold start); None for an eager one. A compilation error propagates (an ``error`` row)."""
+    if cfg.compile == "none":
+        return None
+    import torch
+
+    from bench.harness.compile_stats import CompileWatch, inductor_cache_note
+
+    # dynamo's in-memory caches as in a fresh process: a configuration measured earlier in this
+    # process (--no-isolation) must not serve this one's cold start (files caches are inductor's own)
+    torch._dynamo.reset()
+    watch = CompileWatch(
+        cfg.compile, compiled=[r for r in compiled.split(", ") if r], inductor_cache=inductor_cache_note()
+    )
+    watch.cold_start(step.run, cfg.device)
+    return watch
 
 
 def _set_mfu(m: Measurement, median_s: float, device: str, precision: str, device_name: str | None) -> None:

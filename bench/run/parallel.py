@@ -2,13 +2,19 @@
 
 A rank of a torchrun job (``bench.run.rank_worker``) builds its step here, in the fixed order of
 ``bench.workload.build_step`` with the parallel wrapper in its slot (torchtitan's ``parallelize_*``
-order: activation checkpointing, then the data/model parallelism, then the precision):
+order: activation checkpointing, then torch.compile, then the data/model parallelism, then the
+precision):
 
 1. ``build_workload``: seed, build, channels_last. The batch is the rank's share of the global
    ``batch_size`` (``local_batch_size``): ``ddp`` / ``fsdp`` ranks take ``batch_size / world_size``
    each; ``dp`` (one process) and a ``pipeline`` take the whole batch. Every rank builds with the same
    seed, so the replicas start from the same weights (FSDP2 does not broadcast them);
-2. activation checkpointing (``bench.workload.make_step``), on the unsplit, unwrapped model;
+2. activation checkpointing, then ``torch.compile`` (``bench.workload.make_step``,
+   ``bench.compiling``: each repeated block's forward, or the whole model's, and the loss), on the
+   unsplit, unwrapped model, so DDP and FSDP wrap compiled blocks and their hooks run between
+   compiled regions. A pipeline compiles its stage instead, once cut (torchtitan's order for pipeline
+   parallelism: split, then compile each stage): a traced stage is no longer made of the model's
+   blocks, and tracing does not go through compiled code;
 3. ``apply_parallel``: ``dlcore.parallel`` ``wrap_dp`` / ``wrap_ddp`` / ``wrap_fsdp`` (one group per
    ``Workload.blocks`` block, then the root; the AMP dtype as FSDP's ``mp_dtype``), or
    ``split_encoder`` / ``split_resnet`` + ``build_pipeline`` (any other model: cut at its blocks by
@@ -345,11 +351,17 @@ def build_parallel_step(
     workload = build_workload(spec, scfg, ctx)
     if workload.custom_step is not None:
         raise ParallelUnsupported(f"parallel={cfg.parallel}: the scenario times a custom step, not a model")
+    pipeline = cfg.parallel == "pipeline"
     try:
         step: Any = make_step(
-            workload, mode=cfg.mode, precision=cfg.precision, checkpointing=cfg.checkpointing, device=device
-        )  # 1. build, 2. checkpointing; the precision wraps each phase when it runs (4.)
-    except Unsupported as exc:  # no blocks to checkpoint: a skipped row, as a parallel rank reports it
+            workload,
+            mode=cfg.mode,
+            precision=cfg.precision,
+            checkpointing=cfg.checkpointing,
+            device=device,
+            compile="none" if pipeline else cfg.compile,
+        )  # 1. build, 2. checkpointing and compile; the precision wraps each phase when it runs (4.)
+    except Unsupported as exc:  # no blocks to checkpoint, no compiler: a skipped row, as a rank reports it
         raise ParallelUnsupported(str(exc)) from None
     if phase is not None:
         phase("wrap")
@@ -365,6 +377,16 @@ def build_parallel_step(
         schedule=cfg.pipeline_schedule or "gpipe",
     )
     if pipe is not None:
+        if cfg.compile != "none":  # this rank's stage, now that it is cut (see the module docstring)
+            from bench.compiling import apply_compile
+
+            stage = Workload(model=workload.model, blocks=workload.blocks)
+            try:
+                regions = apply_compile(stage, cfg.compile, device=device, whole="whole stage")
+                workload.extra["compiled"] = ", ".join(regions)
+            except Unsupported as exc:
+                raise ParallelUnsupported(str(exc)) from None
+            workload.extra.update(stage.extra)
         step = PipelineStep(workload, pipe, precision=cfg.precision, device=device)
     info.extra.update(local_batch_size=params["batch_size"])
     return workload, step, info

@@ -219,6 +219,7 @@ def plan_run(scenario: str | None = None, *, sweep: str | Path | None = None, **
             nnodes=req.nnodes,
             microbatches=req.microbatches,
             pipeline_schedule=req.pipeline_schedule,
+            compile=req.compile,
         )
     except (TypeError, ValueError) as exc:
         raise UsageError(f"{spec.name}: invalid configuration: {exc}") from None

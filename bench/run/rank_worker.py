@@ -127,7 +127,8 @@ def measure_rank(
     from bench.harness.flops import count_flops
     from bench.harness.memory import apply_memory_budget, measure_memory
     from bench.harness.noise import read_ticks
-    from bench.run.measure import mfu_fields
+    from bench.harness.timing import WindowChain
+    from bench.run.measure import compile_cold_start, mfu_fields
     from bench.run.parallel import agree_max, build_parallel_step, rank_device, time_distributed
 
     device = rank_device(cfg, local_rank)
@@ -140,6 +141,9 @@ def measure_rank(
         workload, step, info = build_parallel_step(
             cfg, rank=rank, world_size=world_size, device=device, phase=phase
         )
+        if cfg.compile != "none":  # every rank runs its cold start (its first step) together
+            phase("compile")
+        watch = compile_cold_start(step, cfg, workload.extra.get("compiled", ""))
         phase("timing")
         before = read_ticks()
         timing = time_distributed(
@@ -152,14 +156,20 @@ def measure_rank(
             max_time_s=req.max_time_s,
             group=ctrl,
             min_time_s=meter.min_time_s(req.max_time_s),
-            window=meter,
+            window=WindowChain(watch, meter),
         )
         after = read_ticks()
+    compiled = None
+    if watch is not None:
+        watch.stop()
+        compiled = watch.result(step_s=timing.median_ms / 1e3)
     energy = meter.result(steps=timing.n, items_per_step=workload.items_per_step)
     noise = job_noise(before, after, ctrl, world_size)
     notes: list[str] = []
     if noise.busy:
         notes.append(f"noisy: {noise.reason()}")
+    if compiled is not None and compiled.noisy_reason:
+        notes.append(compiled.noisy_reason)
     comm_bytes = info.comm_bytes_per_step
     if info.stage_output_bytes is not None:  # pipeline: every boundary's activation, from every stage
         import torch.distributed as dist
@@ -181,6 +191,8 @@ def measure_rank(
     memory = None
     try:
         memory = measure_memory(step, device=device, warm=True)
+        if compiled is not None:  # dynamo does not run under MemTracker's dispatch mode: eager figures
+            memory.method += ":eager"
     except Exception as exc:  # the timing stays valid; every rank runs the same steps either way
         notes.append(f"memory pass failed: {type(exc).__name__}: {exc}")
     agree_max([0.0], ctrl)
@@ -215,6 +227,7 @@ def measure_rank(
         "energy": energy.to_dict(),
         "noise_other_cpu_pct": noise.other_cpu_pct,
         "noise_steal_pct": noise.steal_pct,
+        "compile": compiled.to_dict() if compiled is not None else None,
     }
 
 
@@ -266,6 +279,9 @@ def profile_rank(
     _workload, step, info = build_parallel_step(
         cfg, rank=rank, world_size=world_size, device=device, phase=phase
     )
+    if cfg.compile != "none":  # every rank compiles before its profiler starts (the first step)
+        phase("compile")
+        step.run()
     phase("profile")
     kw = {k: v for k, v in profile_kw.items() if k not in ("rank", "worker_name")}
     res = profile_step(step, device=device, out_dir=out_dir, rank=rank, **kw)

@@ -24,7 +24,7 @@ from typing import Any
 
 from bench.constraints import Check, choice_list, parse, parse_bytes, split_list
 from bench.errors import UsageError
-from bench.registry import CHECKPOINTING, MODES, PRECISIONS
+from bench.registry import CHECKPOINTING, COMPILE_MODES, MODES, PRECISIONS
 
 # parallel strategies (dlcore.parallel) and pipeline schedules; torchrun's rendezvous backends
 PARALLEL: tuple[str, ...] = ("none", "dp", "ddp", "fsdp", "pipeline")
@@ -43,6 +43,7 @@ class Opt:
     sweep: str | None = None  # "options", "axes", "top" (scenario, preset, device) or None
     sweep_key: str | None = None  # its key in the sweep file when it differs from the field name
     help: str = ""
+    unique: bool = False  # choices: a value given twice is an error (else duplicates are dropped)
 
 
 def _opt(default: Any, opt: Opt) -> Any:
@@ -70,6 +71,11 @@ class RunRequest:
     checkpointing: tuple[str, ...] = _opt(
         ("none",),
         Opt("choices", "--checkpointing", choices=CHECKPOINTING, sweep="axes", sweep_key="checkpointing"),
+    )
+    # torch.compile modes (a grid axis; bench.compiling): "none" is eager
+    compile: tuple[str, ...] = _opt(
+        ("none",),
+        Opt("choices", "--compile", choices=COMPILE_MODES, sweep="axes", sweep_key="compile", unique=True),
     )
     # scenario parameter -> values (a grid axis); parsed against the scenario by the registry
     params: dict[str, tuple[Any, ...]] = _opt({}, Opt("params", "--param", sweep="axes"))
@@ -160,7 +166,7 @@ class RunRequest:
         opt = cls.options()[name]
         label = source or opt.flag
         if opt.kind == "choices":
-            return tuple(choice_list(label, value, opt.choices))
+            return tuple(choice_list(label, value, opt.choices, unique=opt.unique))
         if opt.kind == "params":
             if not isinstance(value, Mapping):
                 raise UsageError(f"{label}: expected a table of parameter = value(s), got {value!r}")
@@ -229,7 +235,7 @@ class RunRequest:
         """Inverse of ``to_dict`` for a request already checked by ``build``."""
         names = {f.name for f in dataclasses.fields(cls)}
         kw = {k: v for k, v in d.items() if k in names}
-        for k in ("modes", "precisions", "checkpointing", "parallel", "pipeline_schedule"):
+        for k in ("modes", "precisions", "checkpointing", "compile", "parallel", "pipeline_schedule"):
             if kw.get(k) is not None:
                 kw[k] = tuple(kw[k])
         if kw.get("params") is not None:

@@ -8,6 +8,7 @@
     mode = ["forward", "train"]
     precision = ["fp32", "amp-bf16"]
     checkpointing = ["none", "full"]
+    compile = ["none", "default"]   # torch.compile modes
     parallel = ["none", "ddp"]      # also pipeline_schedule = ["gpipe", "1f1b"]; nproc etc. in [options]
     batch_size = [4, 8]             # any config field of the scenario
     seq_len = [128, 256]
@@ -37,7 +38,7 @@ from typing import Any
 from bench.errors import UsageError
 from bench.run.request import RunRequest
 
-_RUN_AXES = ("parallel", "pipeline_schedule")  # [axes] keys that are run options, not scenario parameters
+_RUN_AXES = ("compile", "parallel", "pipeline_schedule")  # [axes] keys that are run options, not parameters
 TOP_KEYS = frozenset({"description", "axes", "options"} | set(RunRequest.sweep_keys("top")))
 
 
@@ -58,7 +59,7 @@ class Sweep:
     checkpointing: list[str] | None = None
     params: dict[str, list[Any]] = field(default_factory=dict)
     options: dict[str, Any] = field(default_factory=dict)  # keyed as in the file's [options]
-    # other run-option axes ([axes] parallel, pipeline_schedule), keyed as in the file
+    # other run-option axes ([axes] compile, parallel, pipeline_schedule), keyed as in the file
     run_axes: dict[str, list[str]] = field(default_factory=dict)
 
     def request_fields(self) -> dict[str, Any]:

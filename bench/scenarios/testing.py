@@ -17,6 +17,12 @@
 - ``_busy``: each step hashes ``kib`` KiB with SHA-256 (no torch op, one thread), so its time is
   proportional to the work and steady between processes: a code change that adds work is a
   slowdown of a known size (the bisection's synthetic history plants one in ``busy_step``).
+- ``_compile_probe``: two small blocks that ``--compile`` compiles, with switches for what compile
+  reports: ``item`` reads a value with ``.item()`` in the middle of each block's forward (a graph
+  break), ``reshape_at=N`` feeds the blocks one sample fewer from the N-th call of the model on (a
+  shape change between steps: a recompile). Its top-level forward sleeps 2 ms (outside the compiled
+  blocks), so a step never counts as fast and ``time_step`` warms up exactly ``warmup_iters`` calls:
+  with ``warmup_iters=1``, call 1 is the cold start, call 2 the warm-up and call 3 the first timed step.
 """
 
 from __future__ import annotations
@@ -215,6 +221,74 @@ def build_busy(cfg: BusyConfig, ctx: BuildContext) -> Workload:
 
     w.custom_step = step
     return w
+
+
+@dataclass(frozen=True)
+class CompileProbeConfig:
+    """Two ``ProbeBlock`` s of ``width`` on (batch_size, width); see the module docstring."""
+
+    batch_size: int = size(4)
+    width: int = size(16)
+    item: bool = False  # .item() mid-forward: a graph break in each compiled block
+    reshape_at: int = nonneg(0)  # from this call of the model on, one sample fewer (0: never)
+
+
+class ProbeBlock(nn.Module):
+    """Linear, GELU, Linear with a residual; ``item=True`` logs a norm with ``.item()`` on the way."""
+
+    def __init__(self, width: int, item: bool) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(width, 2 * width)
+        self.fc2 = nn.Linear(2 * width, width)
+        self.item = item
+        self.seen = 0.0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = torch.nn.functional.gelu(self.fc1(x))
+        if self.item:
+            self.seen = float(h.norm().item())  # a logged scalar: dynamo breaks the graph here
+        return x + self.fc2(h)
+
+
+class ProbeModel(nn.Module):
+    """An input projection, then two ``ProbeBlock`` s; counts its calls, and from call ``reshape_at`` on
+    drops the last sample. The projection (like an embedding) makes every block's input require grad
+    in training, so both blocks share one compiled graph (a raw batch into the first block would
+    recompile the second, for ``requires_grad``)."""
+
+    def __init__(self, cfg: CompileProbeConfig) -> None:
+        super().__init__()
+        self.proj = nn.Linear(cfg.width, cfg.width)
+        self.blocks = nn.ModuleList(ProbeBlock(cfg.width, cfg.item) for _ in range(2))
+        self.reshape_at = cfg.reshape_at
+        self.calls = 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        time.sleep(0.002)  # eager, outside the compiled blocks: a step is never "fast" (no bursts)
+        if self.reshape_at and self.calls >= self.reshape_at:
+            x = x[:-1]  # (B, W) -> (B-1, W): the compiled blocks see a new shape
+        x = self.proj(x)
+        for block in self.blocks:
+            x = block(x)
+        return x
+
+
+@register_scenario(
+    "_compile_probe",
+    config=CompileProbeConfig,
+    presets=_TINY,
+    test_only=True,
+    description="test: blocks with a graph break or a shape change, for --compile",
+)
+def build_compile_probe(cfg: CompileProbeConfig, ctx: BuildContext) -> Workload:
+    """``ProbeModel`` on a (batch_size, width) batch, AdamW in train mode; blocks are ``ProbeBlock``."""
+    model = ProbeModel(cfg).to(ctx.device)
+    x = torch.randn(cfg.batch_size, cfg.width, device=ctx.device)  # (B, W)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3) if ctx.mode == "train" else None
+    return Workload(
+        model=model, inputs=(x,), optimizer=opt, items_per_step=cfg.batch_size, blocks=(ProbeBlock,)
+    )
 
 
 @dataclass(frozen=True)

@@ -77,6 +77,19 @@ class _CheckpointedForward:
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         if not torch.is_grad_enabled():
             return self._plain_forward(*args, **kwargs)
+        if not any(
+            isinstance(m, _BatchNorm) and m.training and m.track_running_stats for m in self.module.modules()
+        ):
+            # nothing to restore after the recomputation: checkpoint the plain forward, which has no
+            # Python side effect, so torch.compile traces the checkpoint as one op (the counter below
+            # mutates a variable outside the checkpointed function, and dynamo breaks the graph there)
+            return checkpoint(
+                self._plain_forward,
+                *args,
+                use_reentrant=False,
+                preserve_rng_state=self.preserve_rng_state,
+                **kwargs,
+            )
         calls = 0
 
         def run(*a: Any, **k: Any) -> Any:

@@ -132,9 +132,11 @@ def parse(path: Path) -> _Refs:
 def test_report_writes_every_figure_and_page(full: ReportResult) -> None:
     assert full.index_html.is_file() and full.summary_md.is_file()
     assert {f.name for f in full.figures} == FIGURE_NAMES
-    # the fixtures were measured without an energy counter: that figure alone is left out, with why
-    assert [name for name, _ in full.skipped] == ["energy"]
+    # the fixtures were measured without an energy counter and without --compile: those figures
+    # alone are left out, each with why (the compile figure: tests/bench/test_compile.py)
+    assert [name for name, _ in full.skipped] == ["energy", "compile"]
     assert "energy_j_per_item" in full.skipped[0][1]
+    assert "compile" in full.skipped[1][1]  # no compile column, or no compiled row
     for f in full.figures:
         assert f.png == full.out_dir / "figures" / f"{f.name}.png" and f.png.stat().st_size > 5000
         assert f.svg.read_text()[:200].lstrip().startswith("<?xml") and "<svg" in f.svg.read_text()[:2000]
