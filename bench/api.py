@@ -308,13 +308,15 @@ def budget(scenario: str | None = None, *, progress: bool | Any = True, **option
     CPU: required). ``max_batch`` (default 4096) caps the search, ``batch_multiple`` (1) is its step,
     ``tolerance`` (0.03) stops bisecting once the interval is that fraction of the batch that fits
     (0: exact). The other options are ``run``'s: ``modes`` (default train), ``precisions``,
-    ``checkpointing``, ``parallel`` with ``nproc``, ``params`` (any parameter but ``batch_size``),
-    ``preset``, ``device``, ``csv`` (the results CSV; default ``results/<scenario>-budget_...csv``),
-    ``timeout_s`` (per probe and per measurement), ``max_time_s``, ``target_rel_ci``, ``isolation``,
-    ... Returns a ``BudgetRun``: ``rows`` (one per combination, appended to ``csv_path``),
-    ``searches`` and ``report`` (``bench.report.budget.BudgetReport``: the table, the Pareto front,
-    the recommendation; ``to_json()``, ``to_markdown()``). ``progress``: True (plain lines on
-    stderr), False, or an object like ``TextBudgetProgress``.
+    ``checkpointing``, ``compile``, ``parallel`` with ``nproc``, ``params`` (any parameter but
+    ``batch_size``), ``preset``, ``device``, ``timeout_s`` (per probe and per measurement),
+    ``max_time_s``, ``target_rel_ci``, ``isolation``, ...; ``csv``: the results CSV (default
+    ``results/<scenario>-budget_...csv``).
+
+    Returns a ``BudgetRun``: ``rows`` (one per combination, appended to ``csv_path``), ``searches``
+    and ``report`` (``bench.report.budget.BudgetReport``: the table, the Pareto front, the
+    recommendation; ``to_json()``, ``to_markdown()``). ``progress``: True (plain lines on stderr),
+    False, or an object like ``TextBudgetProgress``.
     """
     return execute_budget_plan(plan_budget(scenario, **options), progress=progress)
 

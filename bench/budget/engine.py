@@ -155,8 +155,21 @@ def _one(
     outcome = runner_for(cfg, plan.run.isolation)(cfg, plan.request, device_name=env.get("device_name"))
     if outcome.status != "ok":
         outcome.reason = f"measuring at the max batch {search.max_batch}: {outcome.reason or outcome.status}"
-    extra = {"budget_capped": search.capped} if search.capped else {}
-    return _write(plan, cfg, outcome, search, max_batch=search.max_batch, extra=extra, env=env), search
+    # the figure the rule compared at the max batch: the table's peak (a compiled row's own memory
+    # columns are its eager step's, bench.run.measure)
+    at_max = next(p for p in reversed(search.probes) if p.batch == search.max_batch)
+    found: dict[str, Any] = {"budget_peak_bytes": at_max.peak_bytes}
+    if search.capped:
+        found["budget_capped"] = True
+    if at_max.judged_eager:
+        found["budget_note"] = EAGER_NOTE
+    return _write(plan, cfg, outcome, search, max_batch=search.max_batch, extra=found, env=env), search
+
+
+EAGER_NOTE = (
+    "compiled, but judged by the same step run eagerly: on a CPU MemTracker cannot see inside compiled "
+    "code (on CUDA the compiled step's own reserved peak is judged)"
+)
 
 
 def search_combination(

@@ -42,6 +42,7 @@ class ProbeResult:
     tracked_peak_bytes: int | None = None  # MemTracker's peak over the phases (CUDA: allocated)
     reserved_peak_bytes: int | None = None  # CUDA only
     rss_increase_bytes: int | None = None  # peak RSS over the step minus RSS before building
+    judged_eager: bool = False  # a compiled step on CPU: the figures are its eager run's (see probe)
     reason: str = ""
     elapsed_s: float = 0.0
 
@@ -85,6 +86,7 @@ def judge(
         tracked_peak_bytes=int(tracked) if tracked is not None else None,
         reserved_peak_bytes=int(reserved) if reserved is not None else None,
         rss_increase_bytes=f.get("rss_increase_bytes"),
+        judged_eager=bool(f.get("judged_eager")),
         reason=reason,
         elapsed_s=round(float(elapsed_s), 3),
     )

@@ -36,7 +36,7 @@ DEFAULT_TOLERANCE = 0.03  # stop bisecting once the interval is under 3% of the 
 # the run options the budget command takes (the rest of RunRequest: --repeat, --resume, --sweep,
 # multi-node launches, are not offered: a search probes one node)
 RUN_OPTIONS = (
-    "preset", "modes", "precisions", "amp", "checkpointing", "params", "device", "timeout_s",
+    "preset", "modes", "precisions", "amp", "checkpointing", "compile", "params", "device", "timeout_s",
     "target_rel_ci", "max_time_s", "seed", "isolation", "channels_last", "parallel", "nproc",
     "microbatches", "pipeline_schedule",
 )  # fmt: skip

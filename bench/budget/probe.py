@@ -82,24 +82,53 @@ class RssWatch:
         return max(0, peak - self.before)
 
 
-def probe_step(step: Any, *, device: str) -> dict[str, Any]:
+def probe_step(step: Any, *, device: str, compiled: bool = False) -> dict[str, Any]:
     """The memory pass of ``dlbench run`` over ``step``: the figures a fit rule reads.
 
     ``tracked_peak_bytes``: the highest ``MemTracker`` total over the phases; on CUDA
     ``allocated_peak_bytes`` and ``reserved_peak_bytes`` (``max_memory_allocated`` / ``_reserved``,
     per phase, after ``empty_cache``), and ``memory``: the whole ``MemoryResult`` for the record.
+
+    A compiled step (``compiled``) runs eagerly under ``MemTracker`` (dynamo does not run under a
+    dispatch mode), so its tracked figures are the eager step's. On CUDA the allocator's peaks of a
+    step run compiled, with nothing attached, replace them: that is the step the budget is about. On
+    CPU nothing else can see inside compiled code; the figures stay the eager step's and
+    ``judged_eager`` says so.
     """
+    import gc
+
+    import torch
+
     from bench.harness.memory import measure_memory
 
-    mem = measure_memory(step, device=device, warm=True)
+    is_cuda = device.startswith("cuda")
+    compiled_peaks: tuple[int, int] | None = None
+    if compiled:
+        step.run()  # the cold start: compiles (and creates the optimizer state), under the cap on CUDA
+        if is_cuda:
+            gc.collect()
+            torch.cuda.synchronize(device)
+            torch.cuda.empty_cache()
+            torch.cuda.reset_peak_memory_stats(device)
+            step.run()
+            torch.cuda.synchronize(device)
+            compiled_peaks = (
+                int(torch.cuda.max_memory_allocated(device)),
+                int(torch.cuda.max_memory_reserved(device)),
+            )
+    mem = measure_memory(step, device=device, warm=not compiled)
     tracked = max((int(d["peak_bytes"]) for d in mem.per_phase.values()), default=mem.peak_mem_bytes)
-    return {
+    out = {
         # CPU: peak_mem_bytes *is* the tracked peak; CUDA: it is max_memory_allocated (below)
-        "tracked_peak_bytes": mem.peak_mem_bytes if not device.startswith("cuda") else tracked,
-        "allocated_peak_bytes": mem.peak_mem_bytes if device.startswith("cuda") else None,
+        "tracked_peak_bytes": mem.peak_mem_bytes if not is_cuda else tracked,
+        "allocated_peak_bytes": mem.peak_mem_bytes if is_cuda else None,
         "reserved_peak_bytes": mem.cuda_reserved_peak_bytes,
+        "judged_eager": compiled and not is_cuda,
         "memory": mem.to_dict(),
     }
+    if compiled_peaks is not None:
+        out["allocated_peak_bytes"], out["reserved_peak_bytes"] = compiled_peaks
+    return out
 
 
 def probe(cfg: Any, request: Any) -> dict[str, Any]:
@@ -116,9 +145,9 @@ def probe(cfg: Any, request: Any) -> dict[str, Any]:
         scfg = spec.make_config(cfg.preset, **cfg.params_dict)
         ctx = BuildContext(device=cfg.device, mode=cfg.mode, seed=cfg.seed, channels_last=cfg.channels_last)
         _workload, step = build_step(
-            spec, scfg, ctx, precision=cfg.precision, checkpointing=cfg.checkpointing
+            spec, scfg, ctx, precision=cfg.precision, checkpointing=cfg.checkpointing, compile=cfg.compile
         )
-        figures = probe_step(step, device=cfg.device)
+        figures = probe_step(step, device=cfg.device, compiled=cfg.compile != "none")
         figures["rss_increase_bytes"] = rss.increase()
         return figures
 
@@ -137,6 +166,6 @@ def probe_rank(cfg: Any, request: Any, *, rank: int, world_size: int, local_rank
     rss = RssWatch()
     rss.start()
     _workload, step, _info = build_parallel_step(cfg, rank=rank, world_size=world_size, device=device)
-    figures = probe_step(step, device=device)
+    figures = probe_step(step, device=device, compiled=cfg.compile != "none")
     figures["rss_increase_bytes"] = rss.increase()
     return {"rank": rank, "status": "ok", "reason": "", "device": device, **figures}

@@ -12,38 +12,58 @@ from rich.markup import escape
 from rich.table import Table
 
 from bench.cli import app, usage_error
+from bench.cli.options import Techniques, technique_options
 
 _FORMATS = ("table", "markdown", "json")
-_LIST_HELP = "Comma-separated values are a grid axis: one search per combination."
 
-_HELP = """For a memory budget: the largest batch each technique combination fits, its throughput there,
-the Pareto front over peak memory and throughput, and one sentence of what to use.
+_HELP = "\n\n".join(
+    [
+        (
+            "For a memory budget: the largest batch each technique combination fits, its throughput there, "
+            "the Pareto front over peak memory and throughput, and one sentence of what to use."
+        ),
+        (
+            "Stage 1 searches each combination of the technique axes (--mode x --precision x "
+            "--checkpointing x --compile x --parallel x -p values): the batch grows by doubling, then "
+            "bisects, up to --max-batch, until the interval is within --tolerance; at most 2 log2(max "
+            "batch) + 2 probes. Each probe is one isolated child running one full train step (one forward "
+            "with --mode forward) and measuring its memory, timing nothing; one that runs out of memory, "
+            "crashes or times out does not fit. Stage 2 measures each combination at its largest fitting "
+            "batch exactly as dlbench run does, and appends the rows (dlbench run's columns plus "
+            "budget_bytes, max_batch, probes) to a CSV."
+        ),
+        (
+            "What fits: on CUDA, the step ran under torch.cuda.set_per_process_memory_fraction(budget / "
+            "total) without running out of memory and its peak reserved memory is at most the budget (so a "
+            "smaller card can be tried on a larger one; stage 2 is timed under the same cap). On CPU, the "
+            "tracked peak bytes (MemTracker, every phase of the step) are at most the budget; the peak RSS "
+            "increase is recorded. The output says which rule applied. A compiled combination is judged by "
+            "its compiled step on CUDA, but on CPU by the same step run eagerly (MemTracker cannot see "
+            "inside compiled code), and says so; with --compile each probe compiles in its own process."
+        ),
+        (
+            "The scenario is any that dlbench run takes (a built-in, path/to/file.py:factory, "
+            "package.module:factory, timm:<model>, hf:<model type>, an entry point) with a batch_size "
+            "parameter. Loading a factory runs its code: name only files you trust."
+        ),
+        (
+            "Exit codes: 0 every combination searched and measured (or skipped, e.g. nothing fits: the "
+            "output says what its smallest batch needs), 1 a probe or measurement failed outright, 2 bad "
+            "input (nothing run), 130 / 143 interrupted by SIGINT / SIGTERM (finished combinations are in "
+            "the CSV; no probe is left running)."
+        ),
+    ]
+)  # one line per paragraph: Typer keeps a docstring's line breaks
 
-Stage 1 searches each combination of the technique axes (--mode x --precision x --checkpointing x
---parallel x -p values): the batch grows by doubling, then bisects, up to --max-batch, until the
-interval is within --tolerance; at most 2 log2(max batch) + 2 probes. Each probe is one isolated
-child running one full train step (one forward with --mode forward) and measuring its memory,
-timing nothing; one that runs out of memory, crashes or times out does not fit. Stage 2 measures
-each combination at its largest fitting batch exactly as dlbench run does, and appends the rows
-(dlbench run's columns plus budget_bytes, max_batch, probes) to a CSV.
 
-What fits: on CUDA, the step ran under torch.cuda.set_per_process_memory_fraction(budget / total)
-without running out of memory and its peak reserved memory is at most the budget (so a smaller card
-can be tried on a larger one; stage 2 is timed under the same cap). On CPU, the tracked peak bytes
-(MemTracker, every phase of the step) are at most the budget; the peak RSS increase is recorded.
-The output says which rule applied.
-
-The scenario is any that dlbench run takes (a built-in, path/to/file.py:factory,
-package.module:factory, timm:<model>, hf:<model type>, an entry point) with a batch_size
-parameter. Loading a factory runs its code: name only files you trust.
-
-Exit codes: 0 every combination searched and measured (or skipped, e.g. nothing fits: the output
-says what its smallest batch needs), 1 a probe or measurement failed outright, 2 bad input (nothing
-run), 130 / 143 interrupted by SIGINT / SIGTERM (finished combinations are in the CSV; no probe is
-left running)."""
-
-
+# the technique options, defined once for every command (bench.cli.options); batch_size is not one
+# of them here: the search owns the batch (-p batch_size is refused, naming --max-batch)
 @app.command("budget", help=_HELP)
+@technique_options(
+    "mode", "precision", "amp", "checkpointing", "compile", "seq_len", "image_size", "width", "depth",
+    "params", "preset", "device", "seed", "channels_last", "parallel", "nproc", "microbatches",
+    "pipeline_schedule", grid=True, shown_defaults={"mode": "train"},
+)  # fmt: skip
 def budget_cmd(
     scenario: Annotated[
         str,
@@ -52,6 +72,7 @@ def budget_cmd(
             "package.module:factory, timm:<model>, hf:<model type> or an entry point."
         ),
     ],
+    techniques: Techniques,
     memory: Annotated[
         str | None,
         typer.Option(
@@ -79,53 +100,6 @@ def budget_cmd(
             "is at most this fraction of the first (0: exact). \\[default: 0.03]",
         ),
     ] = None,
-    mode: Annotated[
-        str | None, typer.Option("--mode", help=f"forward, train. {_LIST_HELP} \\[default: train]")
-    ] = None,
-    precision: Annotated[
-        str | None,
-        typer.Option("--precision", help=f"fp32, amp-bf16, amp-fp16. {_LIST_HELP} \\[default: fp32]"),
-    ] = None,
-    amp: Annotated[
-        bool, typer.Option("--amp", help="Add the device's preferred AMP (bf16 on CPU and Ampere+).")
-    ] = False,
-    checkpointing: Annotated[
-        str | None, typer.Option("--checkpointing", help=f"none, full. {_LIST_HELP} \\[default: none]")
-    ] = None,
-    parallel: Annotated[
-        str | None,
-        typer.Option(
-            "--parallel",
-            help="none, dp, ddp, fsdp, pipeline: a grid axis. A strategy other than none is probed and "
-            "measured as one torchrun job of --nproc ranks; the batch is the global batch and the budget "
-            "is per device (the most loaded rank must fit). \\[default: none]",
-        ),
-    ] = None,
-    nproc: Annotated[
-        int | None, typer.Option("--nproc", help="Ranks of a parallel strategy. \\[default: 2]")
-    ] = None,
-    microbatches: Annotated[
-        int | None,
-        typer.Option(
-            "--microbatches",
-            help="Pipeline micro-batches per step; the batch is then searched in multiples of it. "
-            "0: max(4, stages). \\[default: 0]",
-        ),
-    ] = None,
-    pipeline_schedule: Annotated[
-        str | None,
-        typer.Option("--pipeline-schedule", help=f"gpipe, 1f1b. {_LIST_HELP} \\[default: gpipe]"),
-    ] = None,
-    param: Annotated[
-        list[str] | None,
-        typer.Option("--param", "-p", help=f"KEY=VALUE for any parameter but batch_size. {_LIST_HELP}"),
-    ] = None,
-    preset: Annotated[
-        str | None, typer.Option("--preset", help="tiny, default, large. \\[default: default]")
-    ] = None,
-    device: Annotated[
-        str | None, typer.Option("--device", help="cpu, cuda, cuda:N. \\[default: cuda if available]")
-    ] = None,
     timeout: Annotated[
         float | None,
         typer.Option("--timeout", help="Seconds per probe and per measurement. \\[default: 600]"),
@@ -137,12 +111,6 @@ def budget_cmd(
     target_ci: Annotated[
         float | None, typer.Option("--target-ci", help="Relative 95% CI target. \\[default: 0.02]")
     ] = None,
-    seed: Annotated[
-        int | None, typer.Option("--seed", help="Seed for building workloads. \\[default: 0]")
-    ] = None,
-    channels_last: Annotated[
-        bool, typer.Option("--channels-last", help="channels_last model and 4-D inputs.")
-    ] = False,
     no_isolation: Annotated[
         bool,
         typer.Option(
@@ -166,7 +134,7 @@ def budget_cmd(
         typer.Option("--out", help="Also write the output to this file (a table is written as markdown)."),
     ] = None,
 ) -> None:
-    from bench.api import UsageError, env, parse_assignments, plan_budget
+    from bench.api import UsageError, env, plan_budget
     from bench.budget.engine import execute_budget
     from bench.results import ResultsWriteError
 
@@ -182,23 +150,11 @@ def budget_cmd(
             batch_multiple=batch_multiple,
             tolerance=tolerance,
             csv=csv,
-            preset=preset,
-            modes=mode,
-            precisions=precision,
-            amp=amp,
-            checkpointing=checkpointing,
-            params=dict(parse_assignments(param or [])),
-            device=device,
             timeout_s=timeout,
             target_rel_ci=target_ci,
             max_time_s=max_time,
-            seed=seed,
             isolation=False if no_isolation else None,
-            channels_last=channels_last or None,
-            parallel=parallel,
-            nproc=nproc,
-            microbatches=microbatches,
-            pipeline_schedule=pipeline_schedule,
+            **techniques.request_kwargs(),
         )
     except UsageError as exc:
         raise usage_error(str(exc)) from None

@@ -123,6 +123,7 @@ class Entry:
     unit: str
     probes: int | None
     reason: str = ""
+    note: str = ""  # how the fit was judged, where it is not the rule's plain figure
     capped: bool = False  # the --max-batch cap itself fitted
     needs_bytes: float | None = None  # nothing fits: what the smallest batch needed
     smallest_batch: int | None = None
@@ -153,6 +154,7 @@ class Entry:
             "needs_bytes": self.needs_bytes,
             "smallest_batch": self.smallest_batch,
             "reason": self.reason,
+            "note": self.note,
             "config_key": self.config_key,
         }
 
@@ -164,11 +166,12 @@ def _entry(row: Mapping[str, Any], rule: str, varying: Sequence[str], group: str
     ci = None
     if thr and med and lo and hi:
         ci = (thr * med / hi, thr * med / lo)  # items per step are fixed: throughput ~ 1 / time
-    peak_col = RULE_COLUMN[rule]
-    peak = num(_cell(row, peak_col))
-    par = _cell(row, "parallel")
-    if rule == "cpu" and par not in _NONE:
-        peak = num(_cell(row, "max_rank_peak_mem_bytes")) or peak
+    # the figure the fit rule compared at the max batch (the search's), else the row's own column
+    peak = num(extra.get("budget_peak_bytes"))
+    if peak is None:
+        peak = num(_cell(row, RULE_COLUMN[rule]))
+        if rule == "cpu" and _cell(row, "parallel") not in _NONE:
+            peak = num(_cell(row, "max_rank_peak_mem_bytes")) or peak
     unit = str(_cell(row, "throughput_unit") or "items/s")
     mb = num(_cell(row, "max_batch"))
     probes = num(_cell(row, "probes"))
@@ -183,6 +186,7 @@ def _entry(row: Mapping[str, Any], rule: str, varying: Sequence[str], group: str
         unit=unit,
         probes=int(probes) if probes is not None else None,
         reason=str(_cell(row, "reason") or ""),
+        note=str(extra.get("budget_note") or ""),
         capped=bool(extra.get("budget_capped")),
         needs_bytes=num(extra.get("budget_needs_bytes")),
         smallest_batch=int(extra["budget_smallest_batch"]) if extra.get("budget_smallest_batch") else None,
@@ -341,9 +345,12 @@ def table_rows(report: BudgetReport) -> list[list[str]]:
     out = []
     for e in report.entries:
         rel = "base" if e.baseline and e.ok else f"{e.relative:.2f}x" if e.relative is not None else "-"
-        note = "" if e.status == "ok" else f"{e.status}: {e.reason}"
+        notes = [f"{e.status}: {e.reason}"] if e.status != "ok" else []
         if e.status == "ok" and e.capped:
-            note = "the --max-batch cap fitted: a larger batch may fit too"
+            notes.append("the --max-batch cap fitted: a larger batch may fit too")
+        if e.note:
+            notes.append(e.note)
+        note = "; ".join(notes)
         out.append(
             [
                 e.label + (" *" if e.on_front else ""),

@@ -483,6 +483,7 @@ def collect_probe(cfg: RunConfig, outdir: Path, rc: int, log: Path, elapsed_s: f
         for key in keys:
             values = [int(d[key]) for d in ranks if d.get(key) is not None]
             figures[key] = max(values) if values else None
+        figures["judged_eager"] = any(d.get("judged_eager") for d in ranks)
         figures["ranks"] = [{k: v for k, v in d.items() if k != "memory"} for d in ranks]
         return Outcome("ok", "", figures, elapsed_s)
     return _failed(cfg, outdir, rc, log, elapsed_s)

@@ -300,3 +300,34 @@ def test_sigterm_mid_probe_stops_cleanly(tmp_path: Path) -> None:
     finally:
         for p in tagged():
             p.kill()
+
+
+def test_compile_is_an_axis_and_a_compiled_step_on_cpu_says_it_was_judged_eager(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import torch
+
+    import bench.compiling
+
+    monkeypatch.setattr(bench.compiling, "BACKEND", "aot_eager")  # dynamo's graphs, no code generation
+    torch._dynamo.reset()
+    try:
+        run = api.budget(
+            "_budget", memory="1MiB", device="cpu", isolation=False, max_batch=4, max_time_s=0.02,
+            compile="none,default", csv=tmp_path / "c.csv", progress=False,
+        )  # fmt: skip
+    finally:
+        torch._dynamo.reset()
+    assert run.exit_code == 0, [r["reason"] for r in run.rows]
+    eager, compiled = run.rows
+    assert (eager["compile"], compiled["compile"]) == ("none", "default")
+    assert eager["max_batch"] == compiled["max_batch"] == 4  # the cap: both fit it
+    assert compiled["extra"]["budget_note"].startswith("compiled, but judged by the same step run eagerly")
+    assert "budget_note" not in eager["extra"]
+    search = run.searches[1]
+    assert search is not None and all(p.judged_eager for p in search.probes)
+    rep = run.report
+    assert rep is not None
+    by = {e.label: e for e in rep.entries}
+    assert by["fp32 ckpt=none"].baseline and not by["fp32 ckpt=none compile=default"].baseline
+    assert by["fp32 ckpt=none compile=default"].relative is not None
