@@ -347,7 +347,6 @@ def check_measured_with(
 
     ``UsageError`` naming each (exit 2, before any work) unless ``force``; then one note each.
     """
-
     def differ(k: str) -> bool:
         return doc.get(k) is not None and here.get(k) is not None and doc[k] != here[k]
 
