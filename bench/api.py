@@ -10,6 +10,10 @@
     dlbench.list_scenarios()   # names, parameters with defaults, presets
     dlbench.env("cpu")         # the environment fingerprint that goes into every row
 
+    # the largest batch each technique combination fits in 256 MiB, its throughput there, what to use
+    b = dlbench.budget("encoder", memory="256MiB", precisions="fp32,amp-bf16", checkpointing="none,full")
+    print(b.report.recommendation); b.report.to_json(); b.csv_path
+
 Your own model (README "Your model"): a factory returning a ``Workload``, named wherever a scenario
 name goes (``dlbench.run("models/gpt.py:build")``, ``"mypkg.models:build"``, ``"timm:resnet50"``,
 ``"hf:gpt2"``, or an installed entry point's name):
@@ -53,25 +57,30 @@ from bench.registry import load_scenarios
 from bench.results import load_results, load_samples
 from bench.run.execute import execute, new_run_id
 from bench.run.grid import RunConfig, varying_params
-from bench.run.plan import RunPlan, check_device, default_device, make_request, plan_run
+from bench.run.plan import RunPlan, check_device, check_environment, default_device, make_request, plan_run
 from bench.run.request import RunRequest
 
 __all__ = [
+    "BudgetPlan",
+    "BudgetRun",
     "RunPlan",
     "RunRequest",
     "RunSummary",
     "UsageError",
     "Workload",
+    "budget",
     "check_device",
     "default_device",
     "energy_status",
     "env",
+    "execute_budget_plan",
     "execute_plan",
     "list_scenarios",
     "load_results",
     "load_samples",
     "make_request",
     "parse_assignments",
+    "plan_budget",
     "plan_run",
     "run",
     "scenario",
@@ -80,15 +89,26 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
+    from bench.budget.engine import BudgetRun
+    from bench.budget.fit import ProbeResult
+    from bench.budget.plan import BudgetPlan
     from bench.workload import Workload
 
 
 def __getattr__(name: str) -> Any:
-    """``Workload`` on first use (it imports torch; ``import bench.api`` does not)."""
+    """``Workload`` on first use (it imports torch; ``import bench.api`` does not); the budget types."""
     if name == "Workload":
         from bench.workload import Workload
 
         return Workload
+    if name == "BudgetPlan":
+        from bench.budget.plan import BudgetPlan
+
+        return BudgetPlan
+    if name == "BudgetRun":
+        from bench.budget.engine import BudgetRun
+
+        return BudgetRun
     raise AttributeError(f"module 'bench.api' has no attribute {name!r}")
 
 
@@ -244,6 +264,69 @@ def execute_plan(plan: RunPlan, *, progress: bool | Progress = True) -> RunSumma
         resumed=len(res.resumed),
         varying=varying,
     )
+
+
+class TextBudgetProgress:
+    """Plain progress lines of ``budget`` on stderr (the CLI prints the same through rich)."""
+
+    def __init__(self, budget_bytes: int) -> None:
+        self.budget_bytes = budget_bytes
+
+    def combo_start(self, i: int, n: int, label: str) -> None:
+        print(f"[{i + 1}/{n}] {label}: searching", file=sys.stderr, flush=True)
+
+    def probe(self, label: str, result: ProbeResult) -> None:
+        print(f"  batch {result.batch}: {result.describe(self.budget_bytes)}", file=sys.stderr, flush=True)
+
+    def measuring(self, label: str, batch: int) -> None:
+        print(f"  measuring at batch {batch}", file=sys.stderr, flush=True)
+
+    def combo_done(self, i: int, n: int, label: str, row: dict[str, Any]) -> None:
+        from bench.report.format import fmt_si
+
+        ok = row["status"] == "ok"
+        thr = row.get("job_throughput") or row.get("throughput")  # a parallel job's: its whole batch
+        what = fmt_si(thr, row.get("throughput_unit") or "") if ok else ""
+        print(f"[{i + 1}/{n}] {label}: {row['status']} {what}".rstrip(), file=sys.stderr, flush=True)
+
+
+def plan_budget(scenario: str | None = None, **options: Any) -> BudgetPlan:
+    """Validate everything ``budget`` takes (``UsageError`` otherwise) and open its CSV; runs nothing.
+
+    See ``budget`` for the options; ``bench.budget.plan`` for what is checked.
+    """
+    from bench.budget.plan import plan_budget as _plan
+
+    check_environment()
+    return _plan(scenario, **options)
+
+
+def budget(scenario: str | None = None, *, progress: bool | Any = True, **options: Any) -> BudgetRun:
+    """For a memory budget: the largest batch each technique combination fits, its throughput there.
+
+    ``memory``: the budget of one device, ``"24GiB"`` or bytes (CUDA: default the device's memory;
+    CPU: required). ``max_batch`` (default 4096) caps the search, ``batch_multiple`` (1) is its step,
+    ``tolerance`` (0.03) stops bisecting once the interval is that fraction of the batch that fits
+    (0: exact). The other options are ``run``'s: ``modes`` (default train), ``precisions``,
+    ``checkpointing``, ``compile``, ``parallel`` with ``nproc``, ``params`` (any parameter but
+    ``batch_size``), ``preset``, ``device``, ``timeout_s`` (per probe and per measurement),
+    ``max_time_s``, ``target_rel_ci``, ``isolation``, ...; ``csv``: the results CSV (default
+    ``results/<scenario>-budget_...csv``).
+
+    Returns a ``BudgetRun``: ``rows`` (one per combination, appended to ``csv_path``), ``searches``
+    and ``report`` (``bench.report.budget.BudgetReport``: the table, the Pareto front, the
+    recommendation; ``to_json()``, ``to_markdown()``). ``progress``: True (plain lines on stderr),
+    False, or an object like ``TextBudgetProgress``.
+    """
+    return execute_budget_plan(plan_budget(scenario, **options), progress=progress)
+
+
+def execute_budget_plan(plan: BudgetPlan, *, progress: bool | Any = True) -> BudgetRun:
+    """Run a validated budget plan (``plan_budget``): search, measure and write every combination."""
+    from bench.budget.engine import execute_budget
+
+    bar = TextBudgetProgress(plan.budget_bytes) if progress is True else (progress or None)
+    return execute_budget(plan, env=env(plan.device), progress=bar)
 
 
 def list_scenarios(include_test_only: bool = False, name: str | None = None) -> list[dict[str, Any]]:

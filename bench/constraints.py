@@ -15,6 +15,7 @@ Torch-free, so the run request and the registry use it in the parent before any 
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -167,3 +168,61 @@ def parse_list(
 def choice_list(name: str, value: Any, choices: Sequence[str], *, unique: bool = False) -> list[str]:
     """A comma list of strings, each one of ``choices`` (``unique``: none given twice)."""
     return parse_list(str, name, value, Check("choice", tuple(choices)), unique=unique)
+
+
+# --- sizes in bytes (dlbench budget --memory) ------------------------------------------------------
+BYTE_UNITS: dict[str, int] = {"B": 1, "KiB": 2**10, "MiB": 2**20, "GiB": 2**30, "TiB": 2**40}
+_BYTES = re.compile(r"(\d+(?:\.\d+)?)([A-Za-z]*)")
+# decimal or bare prefixes -> the binary unit suggested instead
+_SI_HINT = {p + s: f"{p}iB" for p in "KMGT" for s in ("", "B")}
+
+
+def parse_bytes(name: str, value: Any) -> int:
+    """A size in bytes: a plain integer number of bytes, or a number with B, KiB, MiB, GiB or TiB.
+
+    ``"24GiB"`` -> 25769803776, ``"1.5KiB"`` -> 1536 (rounded down to whole bytes), ``"4096"`` -> 4096.
+    The unit is written right after the number (``12 GiB`` with a space is refused, as is any
+    whitespace inside), matched without regard to case; decimal units (``GB``, ``MB``) are refused
+    with the binary unit suggested, because ``GB`` means 10^9 to some tools and 2^30 to others.
+    The result is positive and within int64; ``UsageError`` names ``name`` otherwise.
+    """
+    expected = (
+        "a positive size: a whole number of bytes, or a number with B, KiB, MiB, GiB or TiB written "
+        "right after it (e.g. 24GiB, 512MiB, 1073741824)"
+    )
+    if isinstance(value, bool):
+        raise _fail(name, value, expected)
+    if isinstance(value, int):
+        n = value
+    elif isinstance(value, str):
+        text = value.strip()
+        m = _BYTES.fullmatch(text)
+        if m is None:
+            hint = ""
+            spaced = re.fullmatch(r"(\d+(?:\.\d+)?)\s+([A-Za-z]+)", text)
+            if spaced:
+                unit = _SI_HINT.get(spaced.group(2).upper(), spaced.group(2))
+                hint = f"; write the number and the unit together, e.g. {spaced.group(1)}{unit}"
+            raise UsageError(f"{name}: expected {expected}, got {value!r}{hint}")
+        number, unit = m.groups()
+        units = {u.lower(): u for u in BYTE_UNITS}
+        if unit and unit.lower() not in units:
+            si = _SI_HINT.get(unit.upper())
+            power = BYTE_UNITS[si].bit_length() - 1 if si else 0
+            hint = f"; did you mean {number}{si} ({si} = 2^{power} bytes)?" if si else ""
+            raise UsageError(
+                f"{name}: unknown unit {unit!r} in {value!r}; expected B, KiB, MiB, GiB or TiB{hint}"
+            )
+        if not unit and "." in number:
+            raise UsageError(f"{name}: a plain number of bytes must be a whole number, got {value!r}")
+        scale = BYTE_UNITS[units[unit.lower()]] if unit else 1
+        whole, _, frac = number.partition(".")
+        # exact integer arithmetic: "1.5KiB" is 1536 bytes, with no float rounding for large sizes
+        n = (int(whole) * 10 ** len(frac) + int(frac or 0)) * scale // 10 ** len(frac)
+    else:
+        raise _fail(name, value, expected)
+    if n <= 0:
+        raise UsageError(f"{name}: must be a positive size, got {value!r}")
+    if n > INT64_MAX:
+        raise UsageError(f"{name}: {value!r} is more bytes than int64 holds; expected {expected}")
+    return n

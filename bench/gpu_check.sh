@@ -20,6 +20,8 @@
 #      from NVML) and dlbench report over everything
 #   6. torch.compile on CUDA: encoder --compile none,default,reduce-overhead (inductor's Triton kernels,
 #      CUDA graphs), compile_time_s, graph breaks, recompiles; compare --by compile (break-even steps)
+#   7. dlbench budget: encoder amp-bf16 without and with checkpointing under a 12 GiB cap (a smaller
+#      card on this one: set_per_process_memory_fraction, peak reserved), its table and the report
 #   then the GPU-marked tests if time is left.
 # Energy needs Zeus (dlbench[energy]), which the image lacks: carry its wheels in .whl/ (git-ignored),
 # downloaded here first with the command in bench/energy-wheels.txt; the script installs them from
@@ -47,10 +49,11 @@ pack() { tar czf "$DEST/gpu_results.tar.gz" --exclude='*.pt.trace.json*' --exclu
 
 if [[ "${DLBENCH_GPU_DRY:-0}" == "1" ]]; then
   DEV=cpu PRESET=tiny L4=32 LENS=16,64 T=90 MAXT=0.2 GATE_RUNS=2 GATE=(--slices 4 --slice-time 0.05 --pairs 1)
-  ENC=(--preset tiny) PROF=(--preset tiny) EMAXT=0.2
+  ENC=(--preset tiny) PROF=(--preset tiny) EMAXT=0.2 BUDGET=2MiB
 else
   DEV=cuda PRESET=large L4=4096 LENS=1024,2048,8192 T=150 MAXT=0.5 GATE_RUNS=10 GATE=(--slices 12 --pairs 2)
   ENC=(--preset large --depth 4) PROF=(--preset large --depth 4) EMAXT=3  # NVML needs a window of 2 s
+  BUDGET=12GiB
 fi
 COMMON=(--device "$DEV" --timeout "$T" --max-time "$MAXT")
 
@@ -142,8 +145,14 @@ EOF
 dl 30 compare "$RES/compile.csv" --by compile
 pack
 
+say "7. budget: encoder amp-bf16, checkpointing none vs full, the largest batch under a $BUDGET cap"
+dl 200 budget encoder --device "$DEV" --timeout "$T" --max-time "$MAXT" "${ENC[@]}" --memory "$BUDGET" \
+  --precision amp-bf16 --checkpointing none,full --tolerance 0.1 --max-batch 256 --csv "$RES/budget.csv" \
+  --format markdown --out "$REP/budget.md"
+pack
+
 say "5b. report over everything"
-CSVS=("$RES/attention.csv" "$RES/parallel.csv" "$RES/precision.csv" "$RES/compile.csv")
+CSVS=("$RES/attention.csv" "$RES/parallel.csv" "$RES/precision.csv" "$RES/compile.csv" "$RES/budget.csv")
 EXIST=(); for f in "${CSVS[@]}"; do [[ -f $f ]] && EXIST+=("$f"); done
 CMP=(); [[ -f $RES/by_precision.json ]] && CMP=(--compare "$RES/by_precision.json")
 PRF=(); [[ -f $REP/profile_encoder/summary.json ]] && PRF=(--profile "$REP/profile_encoder")

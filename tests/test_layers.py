@@ -54,6 +54,9 @@ TORCH_FREE = [
     # the public API loads no scenario, no user code and no torch until it is used
     "import bench.api; from bench.api import scenario",
     "import bench.foreign, bench.foreign.names, bench.foreign.resolve, bench.foreign.factory",
+    # dlbench budget: the search, the fit rules and the summary are torch-free; so is planning's import
+    "import bench.stats.pareto, bench.budget.search, bench.budget.fit, bench.report.budget",
+    "import bench.budget.plan, bench.budget.engine",
 ]
 
 

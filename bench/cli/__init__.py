@@ -1,8 +1,8 @@
 """The ``dlbench`` command line: a thin Typer layer, each command calling one library function.
 
 One module per group of commands (``run``: list, env, run; ``report``: report, gpu-summary;
-``profile``: profile; ``compare``; ``gate``; ``bisect``; ``baseline``: check, update, ratios), each
-registering on ``app``. Exit codes: 0 every configuration ok or skipped; 1 some configuration failed
+``profile``: profile; ``compare``; ``gate``; ``bisect``; ``baseline``: check, update, ratios; ``budget``),
+each registering on ``app``. Exit codes: 0 every configuration ok or skipped; 1 some configuration failed
 (error, oom, timeout); 2 bad usage (the message names the problem; nothing was run); 130 interrupted
 (``gate`` and ``bisect`` say in their own modules what their codes mean).
 """
@@ -48,6 +48,7 @@ def usage_error(message: str) -> typer.Exit:
 # the command modules register themselves on ``app``
 from bench.cli import baseline as _baseline  # noqa: E402, F401
 from bench.cli import bisect as _bisect  # noqa: E402, F401
+from bench.cli import budget as _budget  # noqa: E402, F401
 from bench.cli import compare as _compare  # noqa: E402, F401
 from bench.cli import gate as _gate  # noqa: E402, F401
 from bench.cli import profile as _profile  # noqa: E402, F401

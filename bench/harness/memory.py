@@ -242,3 +242,24 @@ def measure_memory(step: Any, *, device: str = "cpu", warm: bool = True) -> Memo
         mem_buffers_bytes=max(s["buffers"] for s in snaps),
         mem_inputs_bytes=max(s["inputs"] for s in snaps),
     )
+
+
+def apply_memory_budget(device: str, budget_bytes: int | None) -> float | None:
+    """Cap the CUDA caching allocator of ``device`` at ``budget_bytes``, as a card of that size would.
+
+    ``torch.cuda.set_per_process_memory_fraction(budget / total)``, with ``total`` the device's
+    memory as the allocator sees it (``torch.cuda.mem_get_info``): an allocation that would take the
+    allocator's reserved memory past the budget frees its cached blocks and retries, then raises
+    ``torch.OutOfMemoryError``. Returns the fraction set, or None where nothing is capped: no budget,
+    or a CPU device (no allocator to cap; ``dlbench budget`` judges the tracked bytes there). Raises
+    ``ValueError`` for a budget above the device's memory.
+    """
+    if budget_bytes is None or not device.startswith("cuda"):
+        return None
+    target = _target_device(device)
+    total = int(torch.cuda.mem_get_info(target)[1])
+    if budget_bytes > total:
+        raise ValueError(f"memory budget {budget_bytes} bytes is more than {device}'s {total} bytes")
+    fraction = budget_bytes / total
+    torch.cuda.set_per_process_memory_fraction(fraction, target)
+    return fraction

@@ -8,7 +8,7 @@
             print(out.name, "left out:", out.skipped.reason)
 
 Every figure function (``bench.report.figures_perf``, ``figures_memory``, ``figures_efficiency``,
-``figures_energy``, ``figures_compare``) takes the rows and returns a matplotlib
+``figures_energy``, ``figures_compare``, ``figures_budget``) takes the rows and returns a matplotlib
 ``Figure`` or a ``Skipped(reason)``: a figure whose data is missing (no such column, fewer than 2
 comparable points, no ok rows) is left out with a one-line reason, never drawn empty. Figures are
 ``matplotlib.figure.Figure`` objects (no pyplot, no global backend); nothing here imports torch,
@@ -25,6 +25,7 @@ from typing import Any
 
 from matplotlib.figure import Figure
 
+from bench.report.figures_budget import budget_figure, has_budget_rows
 from bench.report.figures_common import DPI, Skipped
 from bench.report.figures_compare import forest_figure
 from bench.report.figures_compile import compile_figure
@@ -106,6 +107,17 @@ FIGURES: tuple[FigureSpec, ...] = (
     ),
 )
 
+# Figures offered only where their rows exist: a report without budget rows does not list this one
+BUDGET_FIGURE = FigureSpec(
+    "budget",
+    "Memory budget: throughput at the max batch, and the Pareto front",
+    "rows of dlbench budget: left, job_throughput at max_batch per combination (bars: 95% CI from "
+    "time_ci_low_ms / time_ci_high_ms), with its ratio to fp32 without checkpointing; right, the peak "
+    "memory the fit rule compared (peak_mem_bytes on CPU, cuda_reserved_peak_bytes on CUDA) against "
+    "that throughput, the Pareto front as a line and budget_bytes dashed.",
+    budget_figure,
+)
+
 COMPARE_CAPTION = (
     "each pair's ratio (diamond) with its CI (bar), coloured by verdict; grey band: the threshold "
     "within which a change counts as 'same'."
@@ -156,7 +168,7 @@ def compare_name(path: Path | str, index: int, total: int) -> str:
 def draw_figures(df: Any, compare: Sequence[tuple[str, dict[str, Any]]] = ()) -> list[FigureOutcome]:
     """Every figure of the report from the rows ``df`` and the compare files ``(name, data)``."""
     out = []
-    for spec in FIGURES:
+    for spec in (*FIGURES, BUDGET_FIGURE) if has_budget_rows(df) else FIGURES:
         notes: list[str] = []
         out.append(
             FigureOutcome(spec.name, spec.title, spec.caption, _safe_draw(spec.draw, df, notes), notes)
@@ -198,6 +210,7 @@ def figure_size_px(fig: Figure) -> tuple[int, int]:
 
 
 __all__ = [
+    "BUDGET_FIGURE",
     "FIGURES",
     "FigureOutcome",
     "FigureSpec",

@@ -113,6 +113,10 @@ CORE_COLUMNS: tuple[str, ...] = (
     "graph_breaks",
     "unique_graphs",
     "recompiles",
+    # dlbench budget (bench.budget): the memory budget, the largest batch found to fit it, the probes
+    "budget_bytes",
+    "max_batch",
+    "probes",
 )
 
 # env_fingerprint keys that are not core columns; unknown keys from a newer harness go into ``extra``.
@@ -140,7 +144,8 @@ _STR = ("run_id", "timestamp", "scenario", "mode", "precision", "checkpointing",
 _BOOL = ("noisy", "channels_last", "allow_tf32")
 _INT = ("schema_version", "world_size", "batch_size", "n_samples", "flops_per_step", "items_per_step", "seed",
         "cpu_count", "threads", "gpu_count", "gpu_clock_sm_mhz", "gpu_clock_mem_mhz", "repeats", "nnodes",
-        "microbatches", "comm_bytes_per_step", "graph_breaks", "unique_graphs", "recompiles")  # fmt: skip
+        "microbatches", "comm_bytes_per_step", "graph_breaks", "unique_graphs", "recompiles", "max_batch",
+        "probes")  # fmt: skip
 
 # Type of every core and environment column: "str", "int" (bytes, FLOPs, counts), "float", "bool",
 # or "json" (an object). Parameter columns take the type of their config field.
@@ -434,6 +439,7 @@ def build_row(
         "target_rel_ci": request.target_rel_ci,
         "max_time_s": request.max_time_s,
         "repeats": getattr(request, "repeat", 1),
+        "budget_bytes": getattr(request, "budget_bytes", None),
         "elapsed_s": round(outcome.elapsed_s, 3),
         "config_key": cfg.key,
     }

@@ -5,8 +5,12 @@ hang takes down only the child. The child reads the request (configuration and m
 measures, and writes its result as JSON (written to a temporary name, then renamed, so the parent
 never reads half a file):
 
-    request: {"config": RunConfig.to_json(), "request": RunRequest.to_dict(), "device_name": ...}
+    request: {"config": RunConfig.to_json(), "request": RunRequest.to_dict(), "device_name": ...,
+              "task": "time" | "probe"}
     result:  {"status": "ok" | "oom" | "error" | "skipped", "reason": "...", "measurement": ... | null}
+
+The task is ``time`` (the default: ``bench.run.measure.measure``, a ``Measurement``) or ``probe``
+(``dlbench budget``: ``bench.budget.probe.probe``, one step and its memory figures, timing nothing).
 
 Python-level failures become a result (``torch.OutOfMemoryError`` or a CPU allocation failure ->
 ``oom``; ``bench.errors.Unsupported``, a configuration found unable to run while building it ->
@@ -56,7 +60,7 @@ def is_oom(exc: BaseException) -> bool:
 
 
 def run_request(request: dict[str, Any]) -> dict[str, Any]:
-    """Measure the configuration of a request; a Python exception becomes an oom/error/skipped result."""
+    """Run the request's task on its configuration; a Python exception becomes an oom/error/skipped result."""
     from bench.errors import Unsupported
     from bench.run.grid import RunConfig
     from bench.run.measure import measure
@@ -64,9 +68,12 @@ def run_request(request: dict[str, Any]) -> dict[str, Any]:
 
     try:
         cfg = RunConfig.from_json(request["config"])
-        m = measure(
-            cfg, RunRequest.from_dict(request.get("request", {})), device_name=request.get("device_name")
-        )
+        req = RunRequest.from_dict(request.get("request", {}))
+        if request.get("task", "time") == "probe":
+            from bench.budget.probe import probe
+
+            return {"status": "ok", "reason": "", "measurement": probe(cfg, req)}
+        m = measure(cfg, req, device_name=request.get("device_name"))
     except Unsupported as exc:
         return {"status": "skipped", "reason": str(exc), "measurement": None}
     except Exception as exc:

@@ -72,17 +72,24 @@ def _last_lines(path: Path, n: int = 3) -> str:
     return " | ".join(lines[-n:])
 
 
-def _outcome(data: Mapping[str, Any], elapsed_s: float) -> Outcome:
+def _outcome(data: Mapping[str, Any], elapsed_s: float, task: str = "time") -> Outcome:
+    """The ``Outcome`` of a child's result: a ``Measurement`` for ``time``, the probe's dict for ``probe``."""
     from bench.run.measure import Measurement
 
     m = data.get("measurement")
-    return Outcome(
-        data["status"], data.get("reason") or "", Measurement.from_dict(m) if m else None, elapsed_s
-    )
+    if m and task == "time":
+        m = Measurement.from_dict(m)
+    return Outcome(data["status"], data.get("reason") or "", m or None, elapsed_s)
 
 
-def run_in_child(cfg: RunConfig, options: RunRequest, *, device_name: str | None = None) -> Outcome:
-    """Measure ``cfg`` in ``python -m bench.run.child``; never raises for what happens in the child."""
+def run_in_child(
+    cfg: RunConfig, options: RunRequest, *, device_name: str | None = None, task: str = "time"
+) -> Outcome:
+    """Run ``task`` on ``cfg`` in ``python -m bench.run.child``; never raises for what happens in the child.
+
+    ``task`` is ``time`` (measure it, as ``dlbench run`` does) or ``probe`` (``dlbench budget``: one
+    step and its memory, ``bench.budget.probe``; the outcome's ``measurement`` is the probe's dict).
+    """
     from bench.owned import owned
 
     t0 = time.perf_counter()
@@ -95,6 +102,7 @@ def run_in_child(cfg: RunConfig, options: RunRequest, *, device_name: str | None
             "request": options.to_dict(),
             "device_name": device_name,
             "parent_pid": os.getpid(),
+            "task": task,
         }
         req.write_text(json.dumps(request, default=str), encoding="utf-8")
         env = {
@@ -128,7 +136,7 @@ def run_in_child(cfg: RunConfig, options: RunRequest, *, device_name: str | None
         elapsed = time.perf_counter() - t0
         tail = _last_lines(log)
         if rc == 0 and res.exists():
-            return _outcome(json.loads(res.read_text(encoding="utf-8")), elapsed)
+            return _outcome(json.loads(res.read_text(encoding="utf-8")), elapsed, task)
         if rc < 0 and -rc == signal.SIGKILL:
             return Outcome(
                 "oom",
@@ -143,13 +151,17 @@ def run_in_child(cfg: RunConfig, options: RunRequest, *, device_name: str | None
         )
 
 
-def run_in_process(cfg: RunConfig, options: RunRequest, *, device_name: str | None = None) -> Outcome:
-    """Measure ``cfg`` in this process (``--no-isolation``): no timeout, a crash takes us down too."""
+def run_in_process(
+    cfg: RunConfig, options: RunRequest, *, device_name: str | None = None, task: str = "time"
+) -> Outcome:
+    """``run_in_child`` in this process (``--no-isolation``): no timeout, a crash takes us down too."""
     from bench.run.child import run_request
 
     t0 = time.perf_counter()
-    data = run_request({"config": cfg.to_json(), "request": options.to_dict(), "device_name": device_name})
-    return _outcome(data, time.perf_counter() - t0)
+    data = run_request(
+        {"config": cfg.to_json(), "request": options.to_dict(), "device_name": device_name, "task": task}
+    )
+    return _outcome(data, time.perf_counter() - t0, task)
 
 
 def new_run_id() -> str:

@@ -473,6 +473,22 @@ def collect_profile(cfg: RunConfig, outdir: Path, rc: int, log: Path, elapsed_s:
     return _failed(cfg, outdir, rc, log, elapsed_s)
 
 
+def collect_probe(cfg: RunConfig, outdir: Path, rc: int, log: Path, elapsed_s: float) -> Outcome:
+    """The ``Outcome`` of a finished probing job: each figure the highest over the ranks, and the ranks."""
+    job = _read_json(outdir / "job.json")
+    if rc == 0 and job and len(job.get("ranks", [])) == _nranks(cfg):
+        ranks = sorted(job["ranks"], key=lambda d: int(d.get("rank", 0)))
+        figures: dict[str, Any] = {}
+        keys = ("tracked_peak_bytes", "allocated_peak_bytes", "reserved_peak_bytes", "rss_increase_bytes")
+        for key in keys:
+            values = [int(d[key]) for d in ranks if d.get(key) is not None]
+            figures[key] = max(values) if values else None
+        figures["judged_eager"] = any(d.get("judged_eager") for d in ranks)
+        figures["ranks"] = [{k: v for k, v in d.items() if k != "memory"} for d in ranks]
+        return Outcome("ok", "", figures, elapsed_s)
+    return _failed(cfg, outdir, rc, log, elapsed_s)
+
+
 def _failed(cfg: RunConfig, outdir: Path, rc: int, log: Path, elapsed_s: float) -> Outcome:
     """The ``Outcome`` of a job that gave no whole result: the root cause, from the ranks and the agent."""
     ranks = sorted(
@@ -541,6 +557,15 @@ def run_parallel(cfg: RunConfig, options: RunRequest, *, device_name: str | None
     """Measure ``cfg`` as one torchrun job; never raises for what happens in the job."""
     payload = {"config": cfg.to_json(), "request": options.to_dict(), "device_name": device_name}
     return _run_job(cfg, options, payload, collect)
+
+
+def probe_parallel(cfg: RunConfig, options: RunRequest, *, device_name: str | None = None) -> Outcome:
+    """Probe ``cfg`` as one torchrun job (``dlbench budget``): every rank runs one step and reports its
+    memory (``bench.budget.probe.probe_rank``). The same launch, timeout and failure handling as
+    ``run_parallel``; ``ok``: the outcome's ``measurement`` holds the figures of the most loaded rank
+    (highest of each figure over the ranks: the budget is per device) and ``ranks``, every rank's."""
+    payload = {"config": cfg.to_json(), "request": options.to_dict(), "task": "probe"}
+    return _run_job(cfg, options, payload, collect_probe)
 
 
 def profile_parallel(

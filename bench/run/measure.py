@@ -126,10 +126,16 @@ def measure(
 ) -> Measurement:
     """Build the configuration and run the timing, memory and FLOP passes (in that order).
 
-    On ``cuda:N`` the device is made current for all of it (``cuda_device_current``).
+    On ``cuda:N`` the device is made current for all of it (``cuda_device_current``). With a memory
+    budget (``request.budget_bytes``, ``dlbench budget``) a CUDA device's allocator is capped at it
+    first, so the steps are timed as they would run on a card of that size.
     """
+    from bench.harness.memory import apply_memory_budget
+
+    req = request or RunRequest()
     with cuda_device_current(cfg.device):
-        return _measure(cfg, request or RunRequest(), device_name)
+        apply_memory_budget(cfg.device, req.budget_bytes)
+        return _measure(cfg, req, device_name)
 
 
 def _measure(cfg: RunConfig, req: RunRequest, device_name: str | None) -> Measurement:

@@ -23,6 +23,10 @@ writes its ``rank<R>.json`` (``error``, ``oom`` or ``skipped``) and exits non-ze
 (``os._exit``, without tearing down the group a peer may be blocked in): torchrun then stops the
 other ranks and the parent reads the reason.
 
+The request's ``task`` may also be ``probe`` (``dlbench budget``, from
+``bench.run.launch.probe_parallel``): step 3 becomes the same build and strategy, then one step and
+its memory (``bench.budget.probe.probe_rank``), timing nothing.
+
 The request's ``task`` is ``time`` (the above; the default) or ``profile`` (``dlbench profile
 --parallel``, from ``bench.run.launch.profile_parallel``): step 3 becomes the same build and strategy,
 then ``bench.profile.trace.profile_step(step, out_dir=..., rank=R)`` (``profile_rank``), and
@@ -121,13 +125,14 @@ def measure_rank(
 
     from bench.harness.energy_meter import EnergyMeter
     from bench.harness.flops import count_flops
-    from bench.harness.memory import measure_memory
+    from bench.harness.memory import apply_memory_budget, measure_memory
     from bench.harness.noise import read_ticks
     from bench.harness.timing import WindowChain
     from bench.run.measure import compile_cold_start, mfu_fields
     from bench.run.parallel import agree_max, build_parallel_step, rank_device, time_distributed
 
     device = rank_device(cfg, local_rank)
+    apply_memory_budget(device, req.budget_bytes)  # dlbench budget on CUDA: time as on a card of that size
     # the devices this rank's energy covers: its GPU (dp: every GPU its one process drives), or the CPU
     dp_gpus = cfg.parallel == "dp" and device != "cpu"
     metered = [f"cuda:{i}" for i in range(world_size)] if dp_gpus else [device]
@@ -344,7 +349,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         dist.init_process_group("nccl" if cuda else "gloo", timeout=timeout)
         ctrl = dist.new_group(backend="gloo", timeout=timeout)  # control messages, beside the data plane
-        if request.get("task", "time") == "profile":  # dlbench profile --parallel (launch.profile_parallel)
+        if request.get("task") == "probe":  # dlbench budget (launch.probe_parallel): one step, its memory
+            from bench.budget.probe import probe_rank
+
+            phase("probe")
+            result = probe_rank(cfg, req, rank=rank, world_size=world_size, local_rank=local_rank)
+        elif request.get("task", "time") == "profile":  # dlbench profile --parallel (launch.profile_parallel)
             result = profile_rank(
                 cfg,
                 rank=rank,

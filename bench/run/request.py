@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench.constraints import Check, choice_list, parse, split_list
+from bench.constraints import Check, choice_list, parse, parse_bytes, split_list
 from bench.errors import UsageError
 from bench.registry import CHECKPOINTING, COMPILE_MODES, MODES, PRECISIONS
 
@@ -36,7 +36,7 @@ RDZV_BACKENDS: tuple[str, ...] = ("c10d", "static", "etcd", "etcd-v2")
 class Opt:
     """How one run option is parsed: its type, constraint, CLI flag and where a sweep file sets it."""
 
-    kind: str  # bool | int | float | str | path | choices (a comma list of choices) | params
+    kind: str  # bool | int | float | str | path | bytes (24GiB) | choices (a comma list of choices) | params
     flag: str  # the CLI spelling, used in error messages
     check: Check | None = None
     choices: tuple[str, ...] = ()
@@ -112,6 +112,9 @@ class RunRequest:
     rdzv_id: str | None = _opt(None, Opt("str", "--rdzv-id", sweep="options"))
     # more ranks on this node than CPU cores (each rank then gets one thread and shares a core)
     oversubscribe: bool = _opt(False, Opt("bool", "--oversubscribe", sweep="options"))
+    # the memory budget of one device (``dlbench budget --memory``; None: no cap): on CUDA every child
+    # runs under it (``bench.harness.memory.apply_memory_budget``); rows record it as budget_bytes
+    budget_bytes: int | None = _opt(None, Opt("bytes", "--memory"))
     warmup_iters: int = _opt(3, Opt("int", "warmup_iters", Check("nonneg")))
     min_samples: int = _opt(10, Opt("int", "min_samples", Check("size")))
     max_samples: int = _opt(10_000, Opt("int", "max_samples", Check("size")))
@@ -180,6 +183,8 @@ class RunRequest:
             if not isinstance(value, str) or not value.strip():
                 raise UsageError(f"{label}: expected a file path, got {value!r}")
             return Path(value.strip()).expanduser()
+        if opt.kind == "bytes":
+            return parse_bytes(label, value)
         if opt.kind == "str" and value is None:
             return None
         typ = {"bool": bool, "int": int, "float": float, "str": str}[opt.kind]

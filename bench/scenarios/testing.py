@@ -9,6 +9,9 @@
   it cannot take the caller down.
 - ``_sleep``: sleeps ``seconds`` while building, to run past the runner's timeout.
 - ``_oom``: raises ``torch.OutOfMemoryError`` when built (``where="build"``) or run (``"step"``).
+- ``_budget``: tracked train-step bytes that are a closed form of the batch (``budget_peak_bytes``),
+  for ``dlbench budget``'s exact-search test; ``oom_above`` / ``crash_above`` make every batch above
+  them raise ``torch.OutOfMemoryError`` / ``os.abort()`` (a probe that fails, not one over budget).
 - ``_spawn``: starts a sleeping process while building (in a session of its own with
   ``session=true``), then holds the build ``hold`` seconds: nothing may outlive the command.
 - ``_busy``: each step hashes ``kib`` KiB with SHA-256 (no torch op, one thread), so its time is
@@ -32,7 +35,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from bench.registry import CHILD_ENV_VAR, BuildContext, choice, nonneg, register_scenario, size
+from bench.registry import CHILD_ENV_VAR, BuildContext, choice, nonneg, register_scenario, size, size0
 from bench.workload import Workload
 
 
@@ -285,4 +288,58 @@ def build_compile_probe(cfg: CompileProbeConfig, ctx: BuildContext) -> Workload:
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3) if ctx.mode == "train" else None
     return Workload(
         model=model, inputs=(x,), optimizer=opt, items_per_step=cfg.batch_size, blocks=(ProbeBlock,)
+    )
+
+
+@dataclass(frozen=True)
+class BudgetConfig:
+    """A bias-free ``nn.Linear`` with fused AdamW and a sum loss; failures above a batch when asked."""
+
+    batch_size: int = size(1)
+    in_features: int = size(8)
+    out_features: int = size(16)
+    oom_above: int = size0(0)  # 0: never
+    crash_above: int = size0(0)  # 0: never
+
+
+def budget_peak_bytes(batch: int, in_features: int, out_features: int) -> int:
+    """The tracked peak (``MemTracker``, every phase, fp32) of one ``_budget`` train step at ``batch``.
+
+    P = 4 in out (the weight), S = 2P + 4 (fused AdamW: exp_avg, exp_avg_sq, a 0-dim ``step``):
+
+    - forward holds the weight, the state, the batch (4 B in), the output (4 B out), the 0-dim loss:
+      ``P + S + 4 B (in + out) + 4``;
+    - backward holds the weight, the state, the batch, the loss, the sum's 0-dim gradient (expanded,
+      never materialised) and the weight's gradient (the output is gone: ``sum`` saves nothing):
+      ``2P + S + 4 B in + 8``;
+    - the optimizer step (fused, in place) holds the weight, its gradient, the state, the batch:
+      ``2P + S + 4 B in``, never above backward.
+    """
+    p = 4 * in_features * out_features
+    s = 2 * p + 4
+    return max(p + s + 4 * batch * (in_features + out_features) + 4, 2 * p + s + 4 * batch * in_features + 8)
+
+
+@register_scenario(
+    "_budget",
+    config=BudgetConfig,
+    presets=_TINY,
+    test_only=True,
+    description="test: tracked bytes a closed form of the batch (dlbench budget)",
+)
+def build_budget(cfg: BudgetConfig, ctx: BuildContext) -> Workload:
+    """A bias-free ``nn.Linear`` with fused AdamW and ``sum`` as the loss: memory in closed form."""
+    if cfg.crash_above and cfg.batch_size > cfg.crash_above:
+        _abort(f"at batch {cfg.batch_size} > crash_above {cfg.crash_above}")
+    if cfg.oom_above and cfg.batch_size > cfg.oom_above:
+        raise torch.OutOfMemoryError(f"_budget: simulated out of memory at batch {cfg.batch_size}")
+    model = nn.Linear(cfg.in_features, cfg.out_features, bias=False, device=ctx.device)
+    x = torch.randn(cfg.batch_size, cfg.in_features, device=ctx.device)  # (B, in)
+    train = ctx.mode == "train"
+    return Workload(
+        model=model,
+        inputs=(x,),
+        loss_fn=lambda out: out.sum(),  # saves nothing for backward
+        optimizer=torch.optim.AdamW(model.parameters(), lr=1e-3, fused=True) if train else None,
+        items_per_step=cfg.batch_size,
     )
