@@ -16,6 +16,7 @@ import sys
 import time
 import traceback
 from collections.abc import Callable
+from multiprocessing import resource_tracker
 from typing import Any
 
 import torch
@@ -76,3 +77,7 @@ def run_distributed(
             if p.is_alive():
                 p.kill()
                 p.join(5)
+        # spawn started multiprocessing's resource tracker, a child of this process that would outlive
+        # the test (and trip the no-leftover-process checks of the tests after it): stop it; the next
+        # spawn starts a fresh one
+        resource_tracker._resource_tracker._stop()
