@@ -34,6 +34,9 @@ if [[ -z "${DLBENCH_GIT_COMMIT:-}" && -f .dlbench_commit ]]; then export DLBENCH
 PY=${PYTHON:-python3}
 DEST=${1:-${OUT:-gpu_out}}
 WORK=$(mktemp -d)
+# the tarball in $DEST holds what matters; the working folder goes however the script ends
+trap 'rm -rf "$WORK"' EXIT
+trap 'exit 130' INT; trap 'exit 143' TERM
 RES=$WORK/results/gpu
 REP=$WORK/reports/gpu
 mkdir -p "$RES" "$REP" "$DEST"

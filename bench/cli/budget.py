@@ -126,9 +126,7 @@ def budget_cmd(
             help="The results CSV to append the rows to. \\[default: results/<scenario>-budget_...csv]",
         ),
     ] = None,
-    fmt_: Annotated[
-        str, typer.Option("--format", help="table, markdown or json. \\[default: table]")
-    ] = "table",
+    fmt_: Annotated[str, typer.Option("--format", help="table, markdown or json.")] = "table",
     out: Annotated[
         Path | None,
         typer.Option("--out", help="Also write the output to this file (a table is written as markdown)."),
