@@ -680,7 +680,7 @@ case("report: Ctrl-C (SIGINT) mid-build keeps the old report, removes its tempor
     _signal_case(signal.SIGINT, 130)
 )
 case("report: SIGTERM mid-build keeps the old report, removes its temporary")(
-    _signal_case(signal.SIGTERM, 130)
+    _signal_case(signal.SIGTERM, 143)
 )
 
 
