@@ -25,7 +25,7 @@ def tests(session: nox.Session) -> None:
 @nox.session
 def lint(session: nox.Session) -> None:
     session.install("ruff>=0.6")
-    session.run("ruff", "check", "dlcore", "bench", "tests", "examples", "noxfile.py")
+    session.run("ruff", "check", "dlcore", "bench", "tests", "noxfile.py")
 
 
 @nox.session

@@ -322,6 +322,12 @@ def axis_field(axis: str, side: Side) -> str:
     raise CompareInputError(f"--by: unknown axis {axis!r}; these results have {', '.join(choices)}")
 
 
+#: fields that change together with a ``--by`` axis: one process against a parallel job is a
+#: comparison across world sizes too, so ``--by parallel`` pairs each strategy's rows (at their world
+#: size, which the label shows) with the ``parallel=none`` row of the same configuration
+BY_COMPANIONS: dict[str, tuple[str, ...]] = {"parallel": ("world_size",)}
+
+
 def _sort_key(v: str) -> tuple[int, float, str]:
     f = num(v)
     return (0, f, v) if f is not None else (1, 0.0, v)
@@ -361,24 +367,31 @@ def compare_by(
             raise CompareInputError(
                 f"--base: {_short(fname)}={base_value} is not in these results; values: {', '.join(values)}"
             )
-    groups = _groups(side.results, drop=(fname,))
+    companions = BY_COMPANIONS.get(fname, ())
+    groups = _groups(side.results, drop=(fname, *companions))
     rows: list[tuple[dict[str, str], str, Group | None, Group]] = []
     for key in groups:
-        per_value = _groups(groups[key].results)
-        by_value = {g.config.get(fname, ""): g for g in per_value.values()}
+        by_value: dict[str, list[Group]] = {}
+        for g in _groups(groups[key].results).values():
+            by_value.setdefault(g.config.get(fname, ""), []).append(g)
+        base_groups = by_value.get(base, [])
+        b = base_groups[0] if len(base_groups) == 1 else None
         for v in values:
-            if v == base or v not in by_value:
+            if v == base:
                 continue
-            ctx = dict(key)
-            rows.append((ctx, v, by_value.get(base), by_value[v]))
+            for n in by_value.get(v, []):
+                rows.append((dict(key), v, b, n))
     if not rows:
         raise CompareInputError(f"--by {axis}: no configuration has another value than {base}")
     ctx_labels = labels_for([c for c, *_ in rows])
     pairs = []
     for (ctx, v, b, n), ctx_label in zip(rows, ctx_labels, strict=True):
         shown = v if fname in BARE_FIELDS else f"{_short(fname)}={v}"
+        # a companion's value (ddp's world size) is part of what NEW is: the label says it
+        comp = {c: n.config.get(c, "") for c in companions}
+        shown = " ".join([shown, *(f"{_short(c)}={x}" for c, x in comp.items())])
         label = f"{ctx_label} {shown}".strip()
-        key_text = _key_text(tuple(sorted({**ctx, fname: v}.items())))
+        key_text = _key_text(tuple(sorted({**ctx, **comp, fname: v}.items())))
         pairs.append(make_pair(label, key_text, b, n, metric=metric, threshold=t))
     mismatch = env_differences(pairs)
     if mismatch and not allow_env_mismatch:

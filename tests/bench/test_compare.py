@@ -7,6 +7,7 @@ configuration with +1 MiB of peak memory, identical results, an environment chan
 
 from __future__ import annotations
 
+import csv
 import json
 import math
 import shutil
@@ -245,3 +246,43 @@ def test_compare_modules_import_neither_torch_nor_rich():
     )
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]", out.stdout
+
+
+def test_by_parallel_pairs_each_strategy_and_world_size_with_one_process(tmp_path: Path) -> None:
+    """``--by parallel`` compares jobs across world sizes: the world size is not a match field there."""
+    src = ROOT / "results" / "cpu" / "parallel.csv"
+    lines = src.read_text().splitlines()
+    header = next(csv.reader([lines[0]]))
+    rows = [dict(zip(header, r, strict=True)) for r in csv.reader(lines[1:])]
+    ddp = next(r for r in rows if r["mode"] == "train" and r["parallel"] == "ddp")
+    ddp4 = {**ddp, "world_size": "4", "config_key": ddp["config_key"] + "|ws4"}
+    ddp4["time_median_ms"] = str(2 * float(ddp["time_median_ms"]))
+    for col in ("time_ci_low_ms", "time_ci_high_ms"):
+        ddp4[col] = str(2 * float(ddp[col]))
+    out = tmp_path / "p.csv"
+    with out.open("w", newline="") as fh:
+        w = csv.DictWriter(fh, header, lineterminator="\n")
+        w.writeheader()
+        w.writerows([*rows, ddp4])
+    c = compare_by([str(out)], "parallel")
+    assert c.by == {"axis": "parallel", "base_value": "none"}
+    pairs = by_label(c)
+    none = {m: float(next(r for r in rows if r["mode"] == m and r["parallel"] == "none")["time_median_ms"])
+            for m in ("forward", "train")}  # fmt: skip
+    expected = {
+        f"encoder {r['mode']} fp32 parallel={r['parallel']} world_size={r['world_size']}": r
+        for r in [*rows, ddp4]
+        if r["parallel"] != "none"
+    }
+    assert set(pairs) == set(expected)
+    for label, r in expected.items():
+        p = pairs[label]
+        if r["status"] != "ok":
+            assert p.verdict == "missing", label
+            continue
+        assert p.base_value == pytest.approx(none[r["mode"]]) and p.new_value == pytest.approx(
+            float(r["time_median_ms"])
+        ), label
+    assert pairs["encoder train fp32 parallel=ddp world_size=4"].new_value == pytest.approx(
+        2 * pairs["encoder train fp32 parallel=ddp world_size=2"].new_value
+    )
