@@ -208,6 +208,10 @@ def results_of_table(table: ResultsTable) -> list[Result]:
         config = {f.name: norm(row.get(f.name)) or f.empty for f in CONFIG_FIELDS}
         config.update({c: norm(row.get(c)) for c in params})
         figures = {c: f for c in _FIGURE_COLUMNS if (f := num(row.get(c))) is not None}
+        # a parallel job's throughput is the job's (global batch / slowest rank), not one rank's:
+        # what a job of W ranks is compared on against one process (single-process rows: the same)
+        if (job := num(row.get("job_throughput"))) is not None and job > 0:
+            figures["throughput"] = job
         res = Result(
             config=config,
             status=row.get("status") or "",

@@ -286,3 +286,11 @@ def test_by_parallel_pairs_each_strategy_and_world_size_with_one_process(tmp_pat
     assert pairs["encoder train fp32 parallel=ddp world_size=4"].new_value == pytest.approx(
         2 * pairs["encoder train fp32 parallel=ddp world_size=2"].new_value
     )
+    # throughput: the job's (global batch / slowest rank), so DDP's ratio is its job's, not one rank's
+    t = by_label(compare_by([str(out)], "parallel", metric="throughput"))
+    ddp_row = next(r for r in rows if r["mode"] == "forward" and r["parallel"] == "ddp")
+    one = next(r for r in rows if r["mode"] == "forward" and r["parallel"] == "none")
+    assert float(ddp_row["job_throughput"]) != float(ddp_row["throughput"])  # the file tells them apart
+    p = t["encoder forward fp32 parallel=ddp world_size=2"]
+    expected_ratio = float(ddp_row["job_throughput"]) / float(one["throughput"])
+    assert p.new_value / p.base_value == pytest.approx(expected_ratio)
