@@ -30,11 +30,14 @@ The JSON written as ``summary.json`` (``make_summary``) is a contract read by th
 from __future__ import annotations
 
 import csv
+import io
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
+
+from bench.outputs import write_atomic
 
 __all__ = [
     "CATEGORIES",
@@ -430,14 +433,15 @@ def write_top_ops_csv(
     ``denominator_us`` and ``scale`` come from ``summarize``, so the shares match ``summary.json``.
     """
     path = Path(path)
-    with path.open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(CSV_COLUMNS))
-        writer.writeheader()
-        for i, r in enumerate(_ranked_ops(rows), 1):
-            d = asdict(r)
-            d.pop("kind")
-            share = _share(r, denominator_us, scale)
-            writer.writerow({"rank": i, "category": categorize(r.name), "share": f"{share:.6f}", **d})
+    f = io.StringIO(newline="")
+    writer = csv.DictWriter(f, fieldnames=list(CSV_COLUMNS))
+    writer.writeheader()
+    for i, r in enumerate(_ranked_ops(rows), 1):
+        d = asdict(r)
+        d.pop("kind")
+        share = _share(r, denominator_us, scale)
+        writer.writerow({"rank": i, "category": categorize(r.name), "share": f"{share:.6f}", **d})
+    write_atomic(path, f.getvalue())  # a killed profile leaves the old file or the new one, never half
     return path
 
 

@@ -48,6 +48,7 @@ import torch
 from torch.autograd import DeviceType
 from torch.profiler import ProfilerActivity, profile, record_function, schedule, tensorboard_trace_handler
 
+from bench.outputs import write_atomic
 from bench.profile.summary import (
     OpRow,
     interval_union_us,
@@ -391,13 +392,13 @@ def profile_step(
     )
     stats = summarize(rows, step_time_us, busy_us=busy_us, top_n=0)
     summary_json = artifacts / "summary.json"
-    summary_json.write_text(json.dumps(summary, indent=2) + "\n")
+    write_atomic(summary_json, json.dumps(summary, indent=2) + "\n")
     csv_path = write_top_ops_csv(
         rows, artifacts / "top_ops.csv", denominator_us=stats["denominator_us"], scale=stats["scale"]
     )
     md_path = artifacts / "top_ops.md"
-    md_path.write_text(
-        top_ops_markdown(summary, rows, denominator_us=stats["denominator_us"], scale=stats["scale"])
+    write_atomic(
+        md_path, top_ops_markdown(summary, rows, denominator_us=stats["denominator_us"], scale=stats["scale"])
     )
 
     mem_html, mem_data, mem_note = _export_memory_timeline(
@@ -417,7 +418,7 @@ def profile_step(
         hta_result = hta_breakdown(out, notes=notes)
         if hta_result is not None:
             hta_json = artifacts / "hta.json"
-            hta_json.write_text(json.dumps(hta_result, indent=2, default=str) + "\n")
+            write_atomic(hta_json, json.dumps(hta_result, indent=2, default=str) + "\n")
     elif hta and cuda:
         notes.append(
             "HTA: run bench.profile.hta.hta_breakdown(out_dir) once every rank has written its trace"
