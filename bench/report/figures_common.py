@@ -309,6 +309,43 @@ def style_axes(ax: Any) -> None:
         ax.spines[side].set_visible(False)
 
 
+def speedup_bars(
+    ax: Any,
+    names: Sequence[str],
+    speeds: Sequence[tuple[float | None, float | None, float | None]],
+    xlabel: str,
+    headroom: float,
+) -> list[int]:
+    """Horizontal speed-up bars (green >= 1, red < 1) with CI error bars, a dashed line at 1 and the
+    ratio written beside each bar; ``speeds`` as ``speedup`` gives them. Returns the bars' y values."""
+    ys = list(range(len(names)))
+    speed = [s[0] or 0.0 for s in speeds]
+    ax.barh(ys, speed, color=[PALETTE[2] if s >= 1 else PALETTE[3] for s in speed], alpha=0.85, height=0.6)
+    ax.errorbar(
+        speed,
+        ys,
+        xerr=errbar(speed, [s[1] for s in speeds], [s[2] for s in speeds]),
+        fmt="none",
+        ecolor="black",
+        capsize=4,
+    )
+    ax.axvline(1.0, color="black", linewidth=1, linestyle="--")
+    for y, s in zip(ys, speeds, strict=True):
+        ax.annotate(
+            f"×{s[0] or 0:.2f}",
+            (s[2] or s[0] or 0.0, y),
+            xytext=(5, -4),
+            textcoords="offset points",
+            fontsize=9,
+        )
+    ax.set_yticks(ys, names, fontsize=9)
+    ax.set_ylim(len(ys) - 0.5, -0.5)
+    ax.set_xlim(0, max(max(s[2] or s[0] or 0.0 for s in speeds), 1.0) * headroom)
+    ax.set_xlabel(xlabel)
+    style_axes(ax)
+    return ys
+
+
 def note(notes: list[str] | None, text: str) -> None:
     """Append ``text`` to ``notes`` when there is a list to collect them."""
     if notes is not None:

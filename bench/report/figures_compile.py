@@ -30,6 +30,7 @@ from bench.report.figures_common import (
     pairs,
     panels,
     speedup,
+    speedup_bars,
     style_axes,
     varying,
 )
@@ -108,38 +109,12 @@ def compile_figure(df: Any, notes: list[str] | None = None) -> Any:
                 f"compile: {title}: bars marked noisy rest on a row flagged noisy (a less certain ratio)",
             )
         speeds = [speedup(e, c) for e, c in matched]
-        speed = [s[0] or 0.0 for s in speeds]
         compile_s = [num(c.get("compile_time_s")) for _, c in matched]
         intervals = [_break_even(e, c, sp) for (e, c), sp in zip(matched, speeds, strict=True)]
         steps = [i[0] for i in intervals]
         ax1, ax2, ax3 = subfig.subplots(1, 3, squeeze=False, sharey=True)[0]
-        ys = list(range(len(names)))
 
-        ax1.barh(
-            ys, speed, color=[PALETTE[2] if s >= 1 else PALETTE[3] for s in speed], alpha=0.85, height=0.6
-        )
-        ax1.errorbar(
-            speed,
-            ys,
-            xerr=errbar(speed, [s[1] for s in speeds], [s[2] for s in speeds]),
-            fmt="none",
-            ecolor="black",
-            capsize=4,
-        )
-        ax1.axvline(1.0, color="black", linewidth=1, linestyle="--")
-        for y, s in zip(ys, speeds, strict=True):
-            ax1.annotate(
-                f"×{s[0] or 0:.2f}",
-                (s[2] or s[0] or 0.0, y),
-                xytext=(5, -4),
-                textcoords="offset points",
-                fontsize=9,
-            )
-        ax1.set_yticks(ys, names, fontsize=9)
-        ax1.set_ylim(len(ys) - 0.5, -0.5)
-        ax1.set_xlim(0, max(max(s[2] or s[0] or 0.0 for s in speeds), 1.0) * 1.3)
-        ax1.set_xlabel("speed-up over eager (×; > 1: compiled is faster)")
-        style_axes(ax1)
+        ys = speedup_bars(ax1, names, speeds, "speed-up over eager (×; > 1: compiled is faster)", 1.3)
 
         cvals = [c or 0.0 for c in compile_s]
         ax2.barh(ys, cvals, color=PALETTE[4], alpha=0.85, height=0.6)

@@ -27,6 +27,7 @@ from bench.report.figures_common import (
     panels,
     ratio_of,
     speedup,
+    speedup_bars,
     style_axes,
     varying,
 )
@@ -257,36 +258,10 @@ def amp_figure(df: Any, notes: list[str] | None = None) -> Any:
         if any(is_noisy(a) or is_noisy(b) for b, a in matched):
             note(notes, f"AMP: {title}: bars marked noisy rest on a row flagged noisy (a less certain ratio)")
         speeds = [speedup(b, a) for b, a in matched]
-        speed = [s[0] or 0.0 for s in speeds]
         mem = [ratio_of(a.get("peak_mem_bytes"), b.get("peak_mem_bytes")) for b, a in matched]
         axes = subfig.subplots(1, 2 if has_mem else 1, squeeze=False, sharey=True)[0]
-        ys = list(range(len(names)))
         ax = axes[0]
-        ax.barh(
-            ys, speed, color=[PALETTE[2] if s >= 1 else PALETTE[3] for s in speed], alpha=0.85, height=0.6
-        )
-        ax.errorbar(
-            speed,
-            ys,
-            xerr=errbar(speed, [s[1] for s in speeds], [s[2] for s in speeds]),
-            fmt="none",
-            ecolor="black",
-            capsize=4,
-        )
-        ax.axvline(1.0, color="black", linewidth=1, linestyle="--")
-        for y, s in zip(ys, speeds, strict=True):
-            ax.annotate(
-                f"×{s[0] or 0:.2f}",
-                (s[2] or s[0] or 0.0, y),
-                xytext=(5, -4),
-                textcoords="offset points",
-                fontsize=9,
-            )
-        ax.set_yticks(ys, names, fontsize=9)
-        ax.set_ylim(len(ys) - 0.5, -0.5)
-        ax.set_xlim(0, max(max(s[2] or s[0] or 0.0 for s in speeds), 1.0) * 1.25)
-        ax.set_xlabel("speed-up over fp32 (×; > 1: AMP is faster)")
-        style_axes(ax)
+        ys = speedup_bars(ax, names, speeds, "speed-up over fp32 (×; > 1: AMP is faster)", 1.25)
         if has_mem:
             ax2 = axes[1]
             mvals = [m or 0.0 for m in mem]
